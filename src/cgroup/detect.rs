@@ -1,0 +1,337 @@
+//! Which cgroup mode the host runs, where the controllers are mounted, and where skiff's own
+//! subtree goes (beneath the cgroup skiff runs in).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{io_err, v2, write_file, Cgroup, CgroupError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mode {
+    /// Legacy or hybrid host: the v1 controllers are used.
+    V1,
+    /// Unified hierarchy (on a pure v2 host, or a hybrid one whose v2 tree has the controllers).
+    V2,
+}
+
+/// v1 controllers skiff places its cgroups in.
+const V1_CONTROLLERS: &[&str] = &["memory", "cpu", "cpuacct", "pids"];
+
+struct MountEntry {
+    root: String,
+    mount_point: PathBuf,
+    fstype: String,
+    super_opts: Vec<String>,
+}
+
+fn unescape_mount_path(s: &str) -> String {
+    // mountinfo escapes space, tab, newline and backslash as \ooo.
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 4 <= b.len() {
+            let oct = std::str::from_utf8(&b[i + 1..i + 4]).ok();
+            if let Some(v) = oct.and_then(|o| u8::from_str_radix(o, 8).ok()) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
+    text.lines()
+        .filter_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            let pre: Vec<&str> = pre.split(' ').collect();
+            let mut post = post.split(' ');
+            let fstype = post.next()?.to_string();
+            let _source = post.next()?;
+            let super_opts = post
+                .next()
+                .unwrap_or("")
+                .split(',')
+                .map(String::from)
+                .collect();
+            Some(MountEntry {
+                root: unescape_mount_path(pre.get(3)?),
+                mount_point: PathBuf::from(unescape_mount_path(pre.get(4)?)),
+                fstype,
+                super_opts,
+            })
+        })
+        .collect()
+}
+
+/// `/proc/self/cgroup`: (controllers, path) per hierarchy; v2 has empty controllers.
+fn parse_proc_cgroup(text: &str) -> Vec<(Vec<String>, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let mut it = l.splitn(3, ':');
+            let _id = it.next()?;
+            let ctrls = it.next()?;
+            let path = it.next()?;
+            let ctrls = if ctrls.is_empty() {
+                vec![]
+            } else {
+                ctrls.split(',').map(String::from).collect()
+            };
+            Some((ctrls, path.to_string()))
+        })
+        .collect()
+}
+
+/// Our cgroup directory inside a mount: the mount point plus our path relative to the
+/// mount's root.
+fn own_dir(m: &MountEntry, proc_path: &str) -> PathBuf {
+    let rel = proc_path
+        .strip_prefix(m.root.trim_end_matches('/'))
+        .unwrap_or(proc_path)
+        .trim_start_matches('/');
+    if rel.is_empty() {
+        m.mount_point.clone()
+    } else {
+        m.mount_point.join(rel)
+    }
+}
+
+/// The host's cgroup layout as seen by this process, and skiff's parent cgroup within it.
+#[derive(Debug, Clone)]
+pub struct Hierarchy {
+    pub mode: Mode,
+    /// The cgroup(s) skiff runs in.
+    pub own: Cgroup,
+    /// skiff's parent cgroup: `<own>/<parent name>`.
+    pub parent: Cgroup,
+    /// v1: the controllers found; v2: the controllers available below the parent.
+    pub controllers: Vec<String>,
+}
+
+impl Hierarchy {
+    pub fn detect(parent_name: &str) -> Result<Hierarchy, CgroupError> {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+            .map_err(|e| CgroupError::Detect(format!("read /proc/self/mountinfo: {e}")))?;
+        let proc_cgroup = std::fs::read_to_string("/proc/self/cgroup")
+            .map_err(|e| CgroupError::Detect(format!("read /proc/self/cgroup: {e}")))?;
+        Self::from_tables(&mountinfo, &proc_cgroup, parent_name)
+    }
+
+    fn from_tables(
+        mountinfo: &str,
+        proc_cgroup: &str,
+        parent_name: &str,
+    ) -> Result<Hierarchy, CgroupError> {
+        if parent_name.is_empty() || parent_name.contains('/') || parent_name.starts_with('.') {
+            return Err(CgroupError::Detect(format!(
+                "invalid parent cgroup name {parent_name:?}"
+            )));
+        }
+        let mounts = parse_mountinfo(mountinfo);
+        let procs = parse_proc_cgroup(proc_cgroup);
+
+        let unified = mounts.iter().find(|m| m.fstype == "cgroup2");
+        let v2_path = procs
+            .iter()
+            .find(|(c, _)| c.is_empty())
+            .map(|(_, p)| p.clone());
+        let pure_v2 = unified.is_some_and(|m| m.mount_point == Path::new("/sys/fs/cgroup"))
+            && !mounts.iter().any(|m| m.fstype == "cgroup");
+
+        // v1 hierarchies that carry a controller we use, each once.
+        let mut v1_dirs: Vec<PathBuf> = Vec::new();
+        let mut memory_dir = None;
+        let mut controllers = Vec::new();
+        if !pure_v2 {
+            for m in mounts.iter().filter(|m| m.fstype == "cgroup") {
+                let ctrls: Vec<&String> = m
+                    .super_opts
+                    .iter()
+                    .filter(|o| V1_CONTROLLERS.contains(&o.as_str()))
+                    .collect();
+                if ctrls.is_empty() {
+                    continue;
+                }
+                let Some((_, path)) = procs
+                    .iter()
+                    .find(|(pc, _)| ctrls.iter().all(|c| pc.contains(c)))
+                else {
+                    continue;
+                };
+                let dir = own_dir(m, path);
+                if v1_dirs.contains(&dir) {
+                    continue;
+                }
+                if ctrls.iter().any(|c| *c == "memory") {
+                    memory_dir = Some(dir.clone());
+                }
+                controllers.extend(ctrls.iter().map(|c| c.to_string()));
+                v1_dirs.push(dir);
+            }
+        }
+
+        if memory_dir.is_some() {
+            let own = Cgroup {
+                mode: Mode::V1,
+                dirs: v1_dirs,
+                memory_dir,
+            };
+            let parent = own.child(parent_name);
+            controllers.sort();
+            controllers.dedup();
+            return Ok(Hierarchy {
+                mode: Mode::V1,
+                own,
+                parent,
+                controllers,
+            });
+        }
+
+        let (Some(m), Some(path)) = (unified, v2_path) else {
+            return Err(CgroupError::Detect(
+                "no memory cgroup controller found (neither a v1 memory hierarchy nor cgroup2)"
+                    .into(),
+            ));
+        };
+        let own_dir = own_dir(m, &path);
+        let root_ctrls =
+            std::fs::read_to_string(m.mount_point.join("cgroup.controllers")).unwrap_or_default();
+        if !root_ctrls.split_whitespace().any(|c| c == "memory") {
+            return Err(CgroupError::Detect(format!(
+                "cgroup2 at {} has no memory controller",
+                m.mount_point.display()
+            )));
+        }
+        let own = Cgroup {
+            mode: Mode::V2,
+            dirs: vec![own_dir.clone()],
+            memory_dir: Some(own_dir),
+        };
+        let parent = own.child(parent_name);
+        Ok(Hierarchy {
+            mode: Mode::V2,
+            own,
+            parent,
+            controllers: root_ctrls.split_whitespace().map(String::from).collect(),
+        })
+    }
+
+    /// Makes sure skiff's parent cgroup exists and, on v2, that its controllers are enabled.
+    /// On v2 a cgroup with processes cannot enable controllers for its children; when skiff is
+    /// alone in its cgroup it moves itself into a leaf (`<parent>-supervisor`) first.
+    pub fn prepare(&self) -> Result<(), CgroupError> {
+        if self.mode == Mode::V2 {
+            let own = &self.own.dirs[0];
+            if let Err(first) = v2::enable_subtree(own) {
+                let procs = std::fs::read_to_string(own.join("cgroup.procs"))
+                    .map_err(io_err(own, "read cgroup.procs"))?;
+                let me = std::process::id().to_string();
+                if procs.lines().any(|p| p.trim() != me) {
+                    return Err(first);
+                }
+                let leaf = own.join(format!(
+                    "{}-supervisor",
+                    self.parent.dirs[0].file_name().unwrap().to_string_lossy()
+                ));
+                if let Err(e) = std::fs::create_dir(&leaf) {
+                    if e.kind() != std::io::ErrorKind::AlreadyExists {
+                        return Err(io_err(&leaf, "create")(e));
+                    }
+                }
+                write_file(&leaf, "cgroup.procs", "0")?;
+                v2::enable_subtree(own)?;
+            }
+        }
+        self.parent.create(&Default::default())?;
+        self.parent.enable_subtree()
+    }
+
+    pub fn task(&self, task_id: &str) -> Cgroup {
+        self.parent.child(task_id)
+    }
+
+    /// Removes the parent cgroup if no task is left in it (another skiff may still use it).
+    pub fn release(&self) {
+        for d in &self.parent.dirs {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID_MI: &str = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+33 31 0:30 / /sys/fs/cgroup/cpuacct rw,relatime - cgroup cgroup rw,cpuacct
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+    const HYBRID_PC: &str = "\
+9:name=systemd:/
+8:pids:/
+4:memory:/process_api/ad16
+2:cpuacct:/
+1:cpu:/
+0::/
+";
+
+    #[test]
+    fn hybrid_uses_v1_below_own_cgroup() {
+        let h = Hierarchy::from_tables(HYBRID_MI, HYBRID_PC, "skiff").unwrap();
+        assert_eq!(h.mode, Mode::V1);
+        assert_eq!(
+            h.parent.dirs,
+            vec![
+                PathBuf::from("/sys/fs/cgroup/cpu/skiff"),
+                PathBuf::from("/sys/fs/cgroup/cpuacct/skiff"),
+                PathBuf::from("/sys/fs/cgroup/memory/process_api/ad16/skiff"),
+                PathBuf::from("/sys/fs/cgroup/pids/skiff"),
+            ]
+        );
+        assert_eq!(
+            h.parent.memory_dir,
+            Some(PathBuf::from(
+                "/sys/fs/cgroup/memory/process_api/ad16/skiff"
+            ))
+        );
+        let t = h.task("abc").child("web");
+        assert_eq!(
+            t.procs_files()[2],
+            PathBuf::from("/sys/fs/cgroup/memory/process_api/ad16/skiff/abc/web/cgroup.procs")
+        );
+    }
+
+    #[test]
+    fn comounted_and_nested_mount_root() {
+        let mi = "\
+32 31 0:29 /docker/x /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct
+35 31 0:32 /docker/x /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
+";
+        let pc = "5:cpu,cpuacct:/docker/x/svc\n4:memory:/docker/x\n";
+        let h = Hierarchy::from_tables(mi, pc, "sk").unwrap();
+        assert_eq!(
+            h.parent.dirs,
+            vec![
+                PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/svc/sk"),
+                PathBuf::from("/sys/fs/cgroup/memory/sk"),
+            ]
+        );
+    }
+
+    #[test]
+    fn rejects_bad_parent_name_and_missing_memory() {
+        assert!(Hierarchy::from_tables(HYBRID_MI, HYBRID_PC, "../x").is_err());
+        let mi = "32 31 0:29 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n";
+        assert!(Hierarchy::from_tables(mi, "1:cpu:/\n", "skiff").is_err());
+    }
+}

@@ -1,0 +1,98 @@
+//! Command-line entry: parse, then either enter the single-threaded shim (before any tokio
+//! runtime exists) or run a command on a tokio runtime.
+
+mod run;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Exit code for errors of skiff itself rather than of a container (docker's and podman's).
+pub const EXIT_RUNNER_ERROR: i32 = 125;
+
+#[derive(Parser)]
+#[command(
+    name = "skiff",
+    version,
+    about = "Run ECS-style tasks on edge hosts without a container daemon"
+)]
+struct Cli {
+    /// Where images, layers and task state live.
+    #[arg(
+        long,
+        global = true,
+        env = "SKIFF_STATE_DIR",
+        default_value = "/var/lib/skiff"
+    )]
+    state_dir: PathBuf,
+    /// Log filter (error, warn, info, debug, trace, or a tracing directive).
+    #[arg(long, global = true, env = "SKIFF_LOG", default_value = "warn")]
+    log_level: String,
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a task definition here, in the foreground.
+    Run(run::RunArgs),
+    /// Internal: the per-task monitor.
+    #[command(hide = true)]
+    Shim {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { EXIT_RUNNER_ERROR } else { 0 };
+        }
+    };
+    // The shim forks container processes: it must stay single-threaded, so it runs before
+    // (and instead of) any tokio runtime.
+    if let Cmd::Shim { config } = &cli.cmd {
+        return crate::runtime::shim::main(config);
+    }
+    init_logging(&cli.log_level, cli.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("skiff: cannot start runtime: {e}");
+            return EXIT_RUNNER_ERROR;
+        }
+    };
+    rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Run(args) => run::run(args, cli.state_dir).await,
+            Cmd::Shim { .. } => unreachable!("handled above"),
+        }
+    })
+}
+
+fn init_logging(level: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

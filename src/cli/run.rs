@@ -1,0 +1,63 @@
+//! `skiff run TASKDEF.json`
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::EXIT_RUNNER_ERROR;
+use crate::task::{run_foreground, RunOptions};
+use crate::taskdef::{parse_task_definition, TaskDefError};
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// An ECS task definition (JSON).
+    file: PathBuf,
+    /// Name of skiff's parent cgroup, beneath the cgroup skiff runs in.
+    #[arg(long, env = "SKIFF_CGROUP_PARENT", default_value = crate::cgroup::DEFAULT_PARENT)]
+    cgroup_parent: String,
+    /// Seconds between SIGTERM and SIGKILL for containers without stopTimeout.
+    #[arg(long, env = "ECS_CONTAINER_STOP_TIMEOUT", default_value_t = 30)]
+    stop_timeout: u64,
+}
+
+pub async fn run(args: RunArgs, state_dir: PathBuf) -> i32 {
+    let file = args.file.display().to_string();
+    let bytes = match std::fs::read(&args.file) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("skiff: {file}: {e}");
+            return EXIT_RUNNER_ERROR;
+        }
+    };
+    let family_hint = args.file.file_stem().and_then(|s| s.to_str());
+    let td = match parse_task_definition(&bytes, family_hint) {
+        Ok(td) => td,
+        Err(TaskDefError::Invalid(errs)) if errs.len() > 1 => {
+            eprintln!(
+                "skiff: {file}: invalid task definition ({} problems):",
+                errs.len()
+            );
+            for e in errs {
+                eprintln!("  {e}");
+            }
+            return EXIT_RUNNER_ERROR;
+        }
+        Err(e) => {
+            eprintln!("skiff: {file}: {e}");
+            return EXIT_RUNNER_ERROR;
+        }
+    };
+    let opts = RunOptions {
+        state_dir,
+        cgroup_parent: args.cgroup_parent,
+        default_stop_timeout: Duration::from_secs(args.stop_timeout),
+    };
+    match run_foreground(td, opts).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("skiff: {file}: {e}");
+            EXIT_RUNNER_ERROR
+        }
+    }
+}

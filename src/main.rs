@@ -1,0 +1,13 @@
+//! skiff: run ECS-style tasks on edge hosts without a container daemon.
+
+mod cgroup;
+mod cli;
+mod image;
+mod net;
+mod runtime;
+mod task;
+mod taskdef;
+
+fn main() {
+    std::process::exit(cli::main());
+}

@@ -1,0 +1,12 @@
+//! The container runtime: the container spec, the root filesystem, process creation in new
+//! namespaces, and the per-task shim that watches the containers.
+//!
+//! Everything that forks lives in the shim, a single-threaded re-exec of the skiff binary
+//! started before any tokio runtime exists: after `clone` in a multi-threaded process only
+//! async-signal-safe calls are allowed, and the container setup needs far more.
+
+mod process;
+pub mod proto;
+mod rootfs;
+pub mod shim;
+pub mod spec;

@@ -1,0 +1,34 @@
+//! The task engine: from a validated task definition to running containers and back to
+//! nothing. So far the foreground run of `skiff run`.
+
+mod run;
+
+pub use run::{run_foreground, RunOptions};
+
+use crate::cgroup::CgroupError;
+use crate::image::ImageError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("CannotPullContainerError: {0}")]
+    Pull(#[from] ImageError),
+    #[error("ResourceInitializationError: {0}")]
+    Cgroup(#[from] CgroupError),
+    #[error("CannotCreateContainerError: container {container}: {msg}")]
+    Create { container: String, msg: String },
+    #[error("task state: {what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("shim: {0}")]
+    Shim(String),
+    #[error("interrupted before the task started")]
+    Interrupted,
+}
+
+/// The reason ECS gives for an OOM kill.
+pub const OOM_REASON: &str = "OutOfMemoryError: Container killed due to memory usage";
