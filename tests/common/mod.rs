@@ -1,0 +1,221 @@
+//! Helpers for integration tests: they run the real skiff binary, as root, against the
+//! registry that `scripts/test.sh` starts (SKIFF_TEST_REGISTRY) with the images of
+//! `rootfs-tools/busybox-image.sh` pushed to it.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn registry() -> String {
+    std::env::var("SKIFF_TEST_REGISTRY").unwrap_or_else(|_| {
+        panic!("SKIFF_TEST_REGISTRY is not set: run the integration tests through scripts/test.sh, which starts a local registry and pushes the test images")
+    })
+}
+
+pub fn busybox() -> String {
+    format!("{}/busybox:latest", registry())
+}
+
+pub fn random_hex() -> String {
+    let mut b = [0u8; 6];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .unwrap();
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A private state directory and cgroup parent name, removed (state dir) on drop.
+pub struct Env {
+    pub state: PathBuf,
+    pub cgroup_parent: String,
+    pub dir: PathBuf,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let id = random_hex();
+        let dir = std::env::temp_dir().join(format!("skiff-it-{id}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        Env {
+            state: dir.join("state"),
+            cgroup_parent: format!("skiff-it-{id}"),
+            dir,
+        }
+    }
+
+    /// Writes a task definition (JSON text, `$REGISTRY` replaced) and returns its path.
+    pub fn taskdef(&self, name: &str, json: &str) -> PathBuf {
+        let p = self.dir.join(format!("{name}.json"));
+        std::fs::write(&p, json.replace("$REGISTRY", &registry())).unwrap();
+        p
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_skiff"));
+        c.arg("--state-dir")
+            .arg(&self.state)
+            .args(args)
+            .env("SKIFF_CGROUP_PARENT", &self.cgroup_parent)
+            .env_remove("SKIFF_LOG")
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, taskdef: &Path) -> Output {
+        let child = self
+            .command(&["run", taskdef.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_output(child, Duration::from_secs(120))
+    }
+
+    /// The cgroup directories skiff would use for this env's parent, per v1 controller (or the
+    /// one v2 directory), computed independently of skiff from /proc/self/cgroup.
+    pub fn cgroup_parent_dirs(&self) -> Vec<PathBuf> {
+        own_cgroup_dirs()
+            .into_iter()
+            .map(|d| d.join(&self.cgroup_parent))
+            .collect()
+    }
+
+    /// True when nothing of this env remains: no task directory, no temporary file, no cgroup,
+    /// no mount, no process.
+    pub fn leftovers(&self) -> Vec<String> {
+        let mut left = Vec::new();
+        for sub in ["tasks", "tmp"] {
+            if let Ok(rd) = std::fs::read_dir(self.state.join(sub)) {
+                for e in rd.flatten() {
+                    left.push(format!("{sub}/{}", e.file_name().to_string_lossy()));
+                }
+            }
+        }
+        for d in self.cgroup_parent_dirs() {
+            if d.exists() {
+                left.push(format!("cgroup {}", d.display()));
+            }
+        }
+        let state = self.state.to_string_lossy().to_string();
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        for l in mountinfo.lines().filter(|l| l.contains(&state)) {
+            left.push(format!("mount {l}"));
+        }
+        for p in std::fs::read_dir("/proc").unwrap().flatten() {
+            if let Ok(cmd) = std::fs::read(p.path().join("cmdline")) {
+                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                if cmd.contains(&state) {
+                    left.push(format!(
+                        "process {}: {cmd}",
+                        p.file_name().to_string_lossy()
+                    ));
+                }
+            }
+        }
+        left
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// This process's cgroup directory in each hierarchy skiff uses (memory, cpu, cpuacct, pids
+/// on v1; the unified one on v2).
+pub fn own_cgroup_dirs() -> Vec<PathBuf> {
+    let pc = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let v1: Vec<(String, String)> = pc
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.splitn(3, ':');
+            let _ = it.next()?;
+            Some((it.next()?.to_string(), it.next()?.to_string()))
+        })
+        .collect();
+    let mut out = Vec::new();
+    let has_v1_memory = Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists();
+    if has_v1_memory {
+        for ctrl in ["cpu", "cpuacct", "memory", "pids"] {
+            if let Some((_, path)) = v1.iter().find(|(c, _)| c.split(',').any(|x| x == ctrl)) {
+                let mount = Path::new("/sys/fs/cgroup").join(ctrl);
+                let d = mount.join(path.trim_start_matches('/'));
+                if !out.contains(&d) {
+                    out.push(d);
+                }
+            }
+        }
+    } else if let Some((_, path)) = v1.iter().find(|(c, _)| c.is_empty()) {
+        out.push(Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/')));
+    }
+    out
+}
+
+pub fn own_memory_cgroup_dir() -> PathBuf {
+    let dirs = own_cgroup_dirs();
+    dirs.iter()
+        .find(|d| d.starts_with("/sys/fs/cgroup/memory"))
+        .unwrap_or(&dirs[0])
+        .clone()
+}
+
+/// Waits for the child, reading its output as it comes so that a full pipe cannot stall it.
+pub fn wait_output(mut child: std::process::Child, limit: Duration) -> Output {
+    use std::io::Read;
+    let mut out_pipe = child.stdout.take().unwrap();
+    let mut err_pipe = child.stderr.take().unwrap();
+    let out_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out_pipe.read_to_end(&mut v);
+        v
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err_pipe.read_to_end(&mut v);
+        v
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "skiff did not finish within {limit:?}\nstdout: {}\nstderr: {}",
+                String::from_utf8_lossy(&out_t.join().unwrap()),
+                String::from_utf8_lossy(&err_t.join().unwrap())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out_t.join().unwrap(),
+        stderr: err_t.join().unwrap(),
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Polls `f` until it returns Some, for at most `limit`.
+pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
