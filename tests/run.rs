@@ -417,3 +417,26 @@ fn twenty_runs_in_a_row_leave_nothing_behind() {
     top.sort();
     assert_eq!(top, ["images", "layers", "tasks", "tmp"]);
 }
+
+#[test]
+fn concurrent_tasks_share_the_store_and_parent_cgroup() {
+    let env = Env::new();
+    let td = env.taskdef("conc", &one("conc", "", r#"["sh","-c","echo $HOSTNAME"]"#));
+    for _round in 0..3 {
+        let children: Vec<_> = (0..4)
+            .map(|_| {
+                env.command(&["run", td.to_str().unwrap()])
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for c in children {
+            let out = wait_output(c, Duration::from_secs(120));
+            assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+            assert_eq!(stdout(&out), "conc\n");
+        }
+    }
+    assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
+}

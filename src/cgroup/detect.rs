@@ -251,8 +251,23 @@ impl Hierarchy {
         self.parent.enable_subtree()
     }
 
-    pub fn task(&self, task_id: &str) -> Cgroup {
-        self.parent.child(task_id)
+    /// Creates a task's cgroup with its limits, creating skiff's parent first. Another skiff
+    /// may remove an empty parent at any moment (see [`Hierarchy::release`]): a missing
+    /// parent means prepare again.
+    pub fn create_task(&self, task_id: &str, limits: &super::Limits) -> Result<Cgroup, CgroupError> {
+        let cg = self.parent.child(task_id);
+        let mut attempts = 0;
+        loop {
+            self.prepare()?;
+            match cg.create(limits) {
+                Err(CgroupError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound && attempts < 5 =>
+                {
+                    attempts += 1;
+                }
+                other => return other.map(|()| cg),
+            }
+        }
     }
 
     /// Removes the parent cgroup if no task is left in it (another skiff may still use it).

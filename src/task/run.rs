@@ -111,10 +111,8 @@ async fn run_inner(
     created.task_dir = Some(task_dir.clone());
 
     let hierarchy = Hierarchy::detect(&opts.cgroup_parent)?;
-    hierarchy.prepare()?;
     tracing::info!(mode = ?hierarchy.mode, controllers = ?hierarchy.controllers, "cgroups");
     created.hierarchy = Some(hierarchy.clone());
-    let task_cg = hierarchy.task(&task_id);
     let task_limits = Limits {
         memory_max: td.memory.map(cgroup::mib_to_bytes),
         cpu_quota_us: td
@@ -123,7 +121,7 @@ async fn run_inner(
         cpu_period_us: cgroup::DEFAULT_CPU_PERIOD_US,
         ..Default::default()
     };
-    task_cg.create(&task_limits)?;
+    let task_cg = hierarchy.create_task(&task_id, &task_limits)?;
     created.task_cgroup = Some(task_cg.clone());
     task_cg.enable_subtree()?;
 
