@@ -118,7 +118,7 @@ PY
 read -r man_digest man_size < <(store "$work/manifest.json")
 echo '{"imageLayoutVersion":"1.0.0"}' > "$out/oci-layout"
 cat > "$out/index.json" <<JSON
-{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"$man_digest","size":$man_size,"platform":{"architecture":"$arch","os":"linux"}}]}
+{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"$man_digest","size":$man_size,"platform":{"architecture":"$arch","os":"linux"},"annotations":{"org.opencontainers.image.ref.name":"latest"}}]}
 JSON
 echo "built $out ($man_digest)"
 if [[ -n $push ]]; then
