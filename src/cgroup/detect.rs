@@ -254,7 +254,11 @@ impl Hierarchy {
     /// Creates a task's cgroup with its limits, creating skiff's parent first. Another skiff
     /// may remove an empty parent at any moment (see [`Hierarchy::release`]): a missing
     /// parent means prepare again.
-    pub fn create_task(&self, task_id: &str, limits: &super::Limits) -> Result<Cgroup, CgroupError> {
+    pub fn create_task(
+        &self,
+        task_id: &str,
+        limits: &super::Limits,
+    ) -> Result<Cgroup, CgroupError> {
         let cg = self.parent.child(task_id);
         let mut attempts = 0;
         loop {
@@ -319,7 +323,7 @@ mod tests {
                 "/sys/fs/cgroup/memory/process_api/ad16/skiff"
             ))
         );
-        let t = h.task("abc").child("web");
+        let t = h.parent.child("abc").child("web");
         assert_eq!(
             t.procs_files()[2],
             PathBuf::from("/sys/fs/cgroup/memory/process_api/ad16/skiff/abc/web/cgroup.procs")

@@ -53,7 +53,8 @@ pub async fn run(args: RunArgs, state_dir: PathBuf) -> i32 {
         return EXIT_RUNNER_ERROR;
     }
     // Absolute, so that overlay options and the shim do not depend on the working directory.
-    let state_dir = match std::fs::create_dir_all(&state_dir).and_then(|_| state_dir.canonicalize()) {
+    let state_dir = match std::fs::create_dir_all(&state_dir).and_then(|_| state_dir.canonicalize())
+    {
         Ok(d) => d,
         Err(e) => {
             eprintln!("skiff: state directory {}: {e}", state_dir.display());

@@ -646,4 +646,65 @@ mod tests {
         )
         .unwrap();
     }
+
+    /// The real task definitions in tests/fixtures/taskdefs (written by others): each parses,
+    /// or fails with errors that all carry a field path.
+    #[test]
+    fn real_fixtures() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/taskdefs");
+        let mut seen = 0;
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.extension().and_then(|x| x.to_str()) != Some("json") {
+                continue;
+            }
+            seen += 1;
+            let text = std::fs::read_to_string(&p).unwrap().replace("$$$", "");
+            let stem = p.file_stem().unwrap().to_str().unwrap();
+            match parse_task_definition(text.as_bytes(), Some(stem)) {
+                Ok(td) => assert!(!td.containers.is_empty(), "{stem}"),
+                Err(TaskDefError::Invalid(errs)) => {
+                    for e in &errs {
+                        let path = e.split(": ").next().unwrap();
+                        let is_path = !path.is_empty()
+                            && path
+                                .chars()
+                                .all(|c| c.is_ascii_alphanumeric() || "_.[]".contains(c));
+                        assert!(is_path, "{stem}: error without a field path: {e}");
+                    }
+                }
+                Err(e) => panic!("{stem}: {e}"),
+            }
+        }
+        assert!(seen >= 20, "fixtures found: {seen}");
+
+        let read = |n: &str| std::fs::read(format!("{dir}/{n}")).unwrap();
+        let td = parse_task_definition(&read("aws-cli-ex1-register-output.json"), None).unwrap();
+        assert_eq!(td.family, "sleep360");
+        assert_eq!(td.network_mode, NetworkMode::Bridge);
+        assert_eq!(td.containers[0].memory, Some(10));
+        let td = parse_task_definition(&read("oom-task.json"), None).unwrap();
+        assert_eq!(td.memory, Some(64));
+        assert_eq!(td.containers[0].memory, None);
+        match parse_task_definition(&read("busybox-port-5180.json"), None) {
+            Err(TaskDefError::Invalid(e)) => {
+                assert_eq!(
+                    e,
+                    vec![
+                        "containerDefinitions[0].portMappings: not supported by skiff yet"
+                            .to_string()
+                    ]
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse_task_definition(&read("nvidia-gpu.json"), None) {
+            Err(TaskDefError::Invalid(e)) => assert!(
+                e.iter()
+                    .any(|x| x.contains("resourceRequirements: not supported")),
+                "{e:?}"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
 }
