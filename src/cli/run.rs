@@ -19,6 +19,14 @@ pub struct RunArgs {
     /// Seconds between SIGTERM and SIGKILL for containers without stopTimeout.
     #[arg(long, env = "ECS_CONTAINER_STOP_TIMEOUT", default_value_t = 30)]
     stop_timeout: u64,
+    /// A registry (host[:port]) to reach over plain HTTP although it is not on loopback.
+    /// Repeatable; SKIFF_INSECURE_REGISTRIES takes a comma-separated list.
+    #[arg(
+        long = "insecure-registry",
+        env = "SKIFF_INSECURE_REGISTRIES",
+        value_delimiter = ','
+    )]
+    insecure_registries: Vec<String>,
 }
 
 pub async fn run(args: RunArgs, state_dir: PathBuf) -> i32 {
@@ -64,6 +72,7 @@ pub async fn run(args: RunArgs, state_dir: PathBuf) -> i32 {
     let opts = RunOptions {
         state_dir,
         cgroup_parent: args.cgroup_parent,
+        insecure_registries: args.insecure_registries,
         default_stop_timeout: Duration::from_secs(args.stop_timeout),
     };
     match run_foreground(td, opts).await {

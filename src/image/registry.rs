@@ -50,6 +50,8 @@ pub trait Registry: Send + Sync {
 
 pub struct RegistryClient {
     http: reqwest::Client,
+    /// Registries (host[:port]) spoken to in plain HTTP besides the loopback ones.
+    insecure: Vec<String>,
     /// Bearer tokens by (api host, repository).
     tokens: Mutex<HashMap<(String, String), String>>,
 }
@@ -64,7 +66,7 @@ pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 impl RegistryClient {
-    pub fn new() -> Result<RegistryClient, RegistryError> {
+    pub fn new(insecure: Vec<String>) -> Result<RegistryClient, RegistryError> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("skiff/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(15))
@@ -76,12 +78,18 @@ impl RegistryClient {
             })?;
         Ok(RegistryClient {
             http,
+            insecure,
             tokens: Mutex::new(HashMap::new()),
         })
     }
 
-    fn base(r: &Reference) -> String {
-        let scheme = if r.is_loopback() { "http" } else { "https" };
+    /// Plain HTTP only for loopback registries, as Docker does, and configured exceptions.
+    fn plain_http(&self, r: &Reference) -> bool {
+        r.is_loopback() || self.insecure.iter().any(|i| *i == r.registry)
+    }
+
+    fn base(&self, r: &Reference) -> String {
+        let scheme = if self.plain_http(r) { "http" } else { "https" };
         format!("{scheme}://{}/v2/{}", r.api_host(), r.repository)
     }
 
@@ -155,7 +163,7 @@ impl RegistryClient {
             what: what.to_string(),
             msg: format!("bad token realm {realm:?}: {e}"),
         })?;
-        if realm_url.scheme() != "https" && !r.is_loopback() {
+        if realm_url.scheme() != "https" && !self.plain_http(r) {
             return Err(RegistryError::Protocol {
                 what: what.to_string(),
                 msg: format!("refusing token realm over plain HTTP: {realm}"),
@@ -213,7 +221,7 @@ impl Registry for RegistryClient {
         reference: &str,
     ) -> Result<(Vec<u8>, String, Digest), RegistryError> {
         let what = format!("manifest {reference}");
-        let url = format!("{}/manifests/{reference}", Self::base(r));
+        let url = format!("{}/manifests/{reference}", self.base(r));
         let resp = self
             .get(r, &url, Some(super::manifest::ACCEPT), &what)
             .await?;
@@ -225,7 +233,7 @@ impl Registry for RegistryClient {
     }
 
     async fn blob(&self, r: &Reference, d: &Digest) -> Result<Response, RegistryError> {
-        let url = format!("{}/blobs/{d}", Self::base(r));
+        let url = format!("{}/blobs/{d}", self.base(r));
         self.get(r, &url, None, &format!("blob {d}")).await
     }
 }
@@ -325,6 +333,28 @@ mod tests {
         assert_eq!(p["service"], "registry.docker.io");
         assert_eq!(p["scope"], "repository:library/busybox:pull");
         assert!(parse_bearer_challenge(r#"Basic realm="x""#).is_none());
+    }
+
+    #[test]
+    fn plain_http_only_for_loopback_and_configured_registries() {
+        let c = RegistryClient::new(vec!["10.0.2.2:51670".into()]).unwrap();
+        let r = |s: &str| Reference::parse(s).unwrap();
+        assert_eq!(
+            c.base(&r("127.0.0.1:51670/busybox")),
+            "http://127.0.0.1:51670/v2/busybox"
+        );
+        assert_eq!(
+            c.base(&r("10.0.2.2:51670/busybox")),
+            "http://10.0.2.2:51670/v2/busybox"
+        );
+        assert_eq!(
+            c.base(&r("10.0.2.2:5000/busybox")),
+            "https://10.0.2.2:5000/v2/busybox"
+        );
+        assert_eq!(
+            c.base(&r("busybox")),
+            "https://registry-1.docker.io/v2/library/busybox"
+        );
     }
 
     #[test]

@@ -45,7 +45,9 @@ fn random_hex() -> String {
 }
 
 impl Store {
-    pub fn open(state_dir: &Path) -> Result<Store, ImageError> {
+    /// Opens (creating) the store; `insecure` lists registries besides loopback ones that are
+    /// spoken to in plain HTTP.
+    pub fn open(state_dir: &Path, insecure: Vec<String>) -> Result<Store, ImageError> {
         let root = state_dir.to_path_buf();
         for d in ["layers", "images", "tmp"] {
             let p = root.join(d);
@@ -54,7 +56,7 @@ impl Store {
                 source: e,
             })?;
         }
-        let registry = RegistryClient::new().map_err(|e| ImageError::Registry {
+        let registry = RegistryClient::new(insecure).map_err(|e| ImageError::Registry {
             image: String::new(),
             source: e,
         })?;

@@ -21,6 +21,8 @@ use crate::taskdef::{NetworkMode, TaskDefinition};
 pub struct RunOptions {
     pub state_dir: PathBuf,
     pub cgroup_parent: String,
+    /// Registries besides loopback ones that are spoken to in plain HTTP.
+    pub insecure_registries: Vec<String>,
     /// Used for containers without `stopTimeout` (ECS_CONTAINER_STOP_TIMEOUT, default 30 s).
     pub default_stop_timeout: Duration,
 }
@@ -90,7 +92,7 @@ async fn run_inner(
     tracing::info!(task = %task_id, family = %td.family, "starting task");
 
     // Images, each once, in parallel; a signal aborts the pull.
-    let store = Store::open(&opts.state_dir)?;
+    let store = Store::open(&opts.state_dir, opts.insecure_registries.clone())?;
     let mut unique: Vec<&str> = td.containers.iter().map(|c| c.image.as_str()).collect();
     unique.sort();
     unique.dedup();
