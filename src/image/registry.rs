@@ -85,7 +85,7 @@ impl RegistryClient {
 
     /// Plain HTTP only for loopback registries, as Docker does, and configured exceptions.
     fn plain_http(&self, r: &Reference) -> bool {
-        r.is_loopback() || self.insecure.iter().any(|i| *i == r.registry)
+        r.is_loopback() || self.insecure.contains(&r.registry)
     }
 
     fn base(&self, r: &Reference) -> String {

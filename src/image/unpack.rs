@@ -119,7 +119,7 @@ fn lchown(path: &Path, uid: u64, gid: u64) -> io::Result<()> {
 fn set_mtime(path: &Path, mtime: u64) -> io::Result<()> {
     let p = cpath(path)?;
     let ts = libc::timespec {
-        tv_sec: mtime as libc::time_t,
+        tv_sec: mtime as _,
         tv_nsec: 0,
     };
     let times = [ts, ts];

@@ -13,11 +13,11 @@ pub fn loopback_up() -> io::Result<()> {
         *d = *s as libc::c_char;
     }
     let result = (|| {
-        if unsafe { libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        if unsafe { libc::ioctl(sock, libc::SIOCGIFFLAGS as _, &mut req) } < 0 {
             return Err(io::Error::last_os_error());
         }
         unsafe { req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
-        if unsafe { libc::ioctl(sock, libc::SIOCSIFFLAGS, &req) } < 0 {
+        if unsafe { libc::ioctl(sock, libc::SIOCSIFFLAGS as _, &req) } < 0 {
             return Err(io::Error::last_os_error());
         }
         Ok(())
