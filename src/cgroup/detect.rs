@@ -16,7 +16,7 @@ pub enum Mode {
 }
 
 /// v1 controllers skiff places its cgroups in.
-const V1_CONTROLLERS: &[&str] = &["memory", "cpu", "cpuacct", "pids"];
+const V1_CONTROLLERS: &[&str] = &["memory", "cpu", "cpuacct", "pids", "blkio"];
 
 struct MountEntry {
     root: String,

@@ -5,6 +5,7 @@
 //! `<own cgroup>/<parent name>/<task id>/<container name>`.
 
 mod detect;
+mod oom;
 mod v1;
 mod v2;
 
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use detect::{Hierarchy, Mode};
+pub use oom::OomWatch;
 
 /// Default name of skiff's parent cgroup beneath the cgroup it runs in.
 pub const DEFAULT_PARENT: &str = "skiff";
@@ -49,6 +51,13 @@ pub struct Limits {
     /// Hard CPU quota in microseconds per `cpu_period_us`.
     pub cpu_quota_us: Option<u64>,
     pub cpu_period_us: u64,
+    /// Swap the cgroup may use, in bytes, on top of `memory_max` (0 = none). Only applied
+    /// together with a hard memory limit, as swap is accounted against it.
+    pub swap_max: Option<u64>,
+    /// v1 only: the cgroup's swappiness (0-100).
+    pub swappiness: Option<u64>,
+    /// Most processes (and threads) at once.
+    pub pids_max: Option<u64>,
 }
 
 /// The smallest hard memory limit skiff applies (as the ECS agent does).

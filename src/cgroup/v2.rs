@@ -34,7 +34,8 @@ pub(super) fn apply(cg: &Cgroup, limits: &Limits) -> Result<(), CgroupError> {
     if let Some(max) = limits.memory_max {
         write_file(dir, "memory.max", &max.to_string())?;
         if dir.join("memory.swap.max").exists() {
-            write_file(dir, "memory.swap.max", "0")?;
+            let swap = limits.swap_max.unwrap_or(0);
+            write_file(dir, "memory.swap.max", &swap.to_string())?;
         }
     }
     if let Some(low) = limits.memory_low {
@@ -45,6 +46,9 @@ pub(super) fn apply(cg: &Cgroup, limits: &Limits) -> Result<(), CgroupError> {
     }
     if let Some(quota) = limits.cpu_quota_us {
         write_file(dir, "cpu.max", &format!("{quota} {}", limits.cpu_period_us))?;
+    }
+    if let Some(p) = limits.pids_max {
+        write_file(dir, "pids.max", &p.to_string())?;
     }
     Ok(())
 }

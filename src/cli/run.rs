@@ -6,7 +6,11 @@ use std::time::Duration;
 use clap::Args;
 
 use super::EXIT_RUNNER_ERROR;
-use crate::task::{run_foreground, RunOptions};
+use crate::task::{run_foreground, LimitSettings, RunOptions};
+
+/// A task may hold this many processes unless told otherwise: enough for real services, few
+/// enough that a fork bomb cannot exhaust a small host.
+const DEFAULT_TASK_PIDS_LIMIT: u64 = 4096;
 use crate::taskdef::{parse_task_definition, TaskDefError};
 
 #[derive(Args)]
@@ -19,6 +23,13 @@ pub struct RunArgs {
     /// Seconds between SIGTERM and SIGKILL for containers without stopTimeout.
     #[arg(long, env = "ECS_CONTAINER_STOP_TIMEOUT", default_value_t = 30)]
     stop_timeout: u64,
+    /// CFS period (µs) of task-level CPU quotas.
+    #[arg(long, env = "SKIFF_CPU_PERIOD_US", default_value_t = crate::cgroup::DEFAULT_CPU_PERIOD_US,
+          value_parser = clap::value_parser!(u64).range(1000..=1_000_000))]
+    cpu_period_us: u64,
+    /// Most processes per task; 0 = unlimited.
+    #[arg(long, env = "ECS_TASK_PIDS_LIMIT", default_value_t = DEFAULT_TASK_PIDS_LIMIT)]
+    task_pids_limit: u64,
     /// A registry (host[:port]) to reach over plain HTTP although it is not on loopback.
     /// Repeatable; SKIFF_INSECURE_REGISTRIES takes a comma-separated list.
     #[arg(
@@ -73,6 +84,10 @@ pub async fn run(args: RunArgs, state_dir: PathBuf) -> i32 {
         state_dir,
         cgroup_parent: args.cgroup_parent,
         insecure_registries: args.insecure_registries,
+        limits: LimitSettings {
+            cpu_period_us: args.cpu_period_us,
+            task_pids_limit: (args.task_pids_limit > 0).then_some(args.task_pids_limit),
+        },
         default_stop_timeout: Duration::from_secs(args.stop_timeout),
     };
     match run_foreground(td, opts).await {

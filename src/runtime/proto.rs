@@ -35,6 +35,12 @@ pub enum Event {
         exit_code: i32,
         error: String,
     },
+    /// The kernel's OOM killer killed a process in the container's cgroup (live; the
+    /// container may go on running).
+    OomKill {
+        container: String,
+        oom_kills: u64,
+    },
     Exited {
         container: String,
         exit_code: i32,

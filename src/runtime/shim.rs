@@ -16,6 +16,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use super::process::{self, adopt_fd};
+use crate::cgroup::OomWatch;
 use super::proto::{Command, Event, ShimConfig, EVENT_FD};
 use super::spec::ContainerSpec;
 
@@ -30,6 +31,7 @@ struct Container {
     pid: Option<Pid>,
     streams: Vec<Stream>,
     exited: bool,
+    oom: Option<OomWatch>,
 }
 
 struct Shim {
@@ -81,6 +83,7 @@ fn run(config_path: &Path) -> Result<(), String> {
                 pid: None,
                 streams: Vec::new(),
                 exited: false,
+                oom: None,
             })
             .collect(),
         events: File::from(events),
@@ -118,7 +121,24 @@ fn run(config_path: &Path) -> Result<(), String> {
                 stream_ids.push((ci, si));
             }
         }
-        match poll(&mut fds, PollTimeout::NONE) {
+        let oom_base = fds.len();
+        let mut oom_ids = Vec::new();
+        for (ci, c) in shim.containers.iter().enumerate() {
+            if let (Some(w), false) = (&c.oom, c.exited) {
+                fds.push(PollFd::new(
+                    unsafe { BorrowedFd::borrow_raw(w.raw_fd()) },
+                    PollFlags::POLLIN,
+                ));
+                oom_ids.push(ci);
+            }
+        }
+        // A pending OOM notification is looked at again shortly, until its kill is counted.
+        let oom_pending = shim
+            .containers
+            .iter()
+            .any(|c| !c.exited && c.oom.as_ref().is_some_and(OomWatch::pending));
+        let timeout = if oom_pending { PollTimeout::from(25u8) } else { PollTimeout::NONE };
+        match poll(&mut fds, timeout) {
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(format!("poll: {e}")),
@@ -136,7 +156,22 @@ fn run(config_path: &Path) -> Result<(), String> {
             .filter(|(k, _)| ready(&fds[sfd_idx + 1 + k]))
             .map(|(_, id)| *id)
             .collect();
+        let ready_ooms: Vec<usize> = oom_ids
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| ready(&fds[oom_base + k]))
+            .map(|(_, ci)| *ci)
+            .collect();
         drop(fds);
+
+        for ci in ready_ooms {
+            shim.oom_notified(ci, true);
+        }
+        if oom_pending {
+            for ci in 0..shim.containers.len() {
+                shim.oom_notified(ci, false);
+            }
+        }
 
         // Output first, so that an exit event follows the container's last lines.
         let mut closed = Vec::new();
@@ -225,6 +260,11 @@ impl Shim {
         if self.containers[ci].pid.is_some() {
             return;
         }
+        // Watch before the start, so that no OOM kill can slip by unseen.
+        match OomWatch::new(&self.containers[ci].spec.cgroup) {
+            Ok(w) => self.containers[ci].oom = Some(w),
+            Err(e) => eprintln!("skiff shim: container {name}: no live OOM events: {e}"),
+        }
         match process::spawn(&self.containers[ci].spec) {
             Ok(sp) => {
                 set_nonblocking(sp.stdout.as_fd());
@@ -258,6 +298,26 @@ impl Shim {
                     error: f.msg,
                 });
             }
+        }
+    }
+
+    /// `ready`: the watch fd signalled; otherwise a re-check of a pending notification.
+    fn oom_notified(&mut self, ci: usize, ready: bool) {
+        let c = &mut self.containers[ci];
+        let Some(w) = c.oom.as_mut() else { return };
+        let risen = if ready {
+            w.check()
+        } else if w.pending() && !c.exited {
+            w.recheck()
+        } else {
+            None
+        };
+        if let Some(n) = risen {
+            let ev = Event::OomKill {
+                container: c.spec.name.clone(),
+                oom_kills: n,
+            };
+            self.emit(&ev);
         }
     }
 

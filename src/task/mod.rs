@@ -1,8 +1,10 @@
 //! The task engine: from a validated task definition to running containers and back to
 //! nothing. So far the foreground run of `skiff run`.
 
+mod limits;
 mod run;
 
+pub use limits::LimitSettings;
 pub use run::{run_foreground, RunOptions};
 
 use crate::cgroup::CgroupError;

@@ -12,7 +12,8 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::Instant;
 
 use super::{TaskError, OOM_REASON};
-use crate::cgroup::{self, Cgroup, Hierarchy, Limits};
+use super::limits::{container_limits, task_limits, LimitSettings};
+use crate::cgroup::{Cgroup, Hierarchy};
 use crate::image::{Image, Store};
 use crate::runtime::proto::{Command, Event, ShimConfig, EVENT_FD};
 use crate::runtime::spec::{merge_process, parse_signal, ContainerSpec};
@@ -25,6 +26,7 @@ pub struct RunOptions {
     pub insecure_registries: Vec<String>,
     /// Used for containers without `stopTimeout` (ECS_CONTAINER_STOP_TIMEOUT, default 30 s).
     pub default_stop_timeout: Duration,
+    pub limits: LimitSettings,
 }
 
 fn new_task_id() -> String {
@@ -115,15 +117,7 @@ async fn run_inner(
     let hierarchy = Hierarchy::detect(&opts.cgroup_parent)?;
     tracing::info!(mode = ?hierarchy.mode, controllers = ?hierarchy.controllers, "cgroups");
     created.hierarchy = Some(hierarchy.clone());
-    let task_limits = Limits {
-        memory_max: td.memory.map(cgroup::mib_to_bytes),
-        cpu_quota_us: td
-            .cpu
-            .map(|u| cgroup::cpu_units_to_quota(u, cgroup::DEFAULT_CPU_PERIOD_US)),
-        cpu_period_us: cgroup::DEFAULT_CPU_PERIOD_US,
-        ..Default::default()
-    };
-    let task_cg = hierarchy.create_task(&task_id, &task_limits)?;
+    let task_cg = hierarchy.create_task(&task_id, &task_limits(td, &opts.limits))?;
     created.task_cgroup = Some(task_cg.clone());
     task_cg.enable_subtree()?;
 
@@ -146,13 +140,7 @@ async fn run_inner(
         })?;
 
         let cg = task_cg.child(&c.name);
-        cg.create(&Limits {
-            memory_max: c.memory.map(cgroup::mib_to_bytes),
-            memory_low: c.memory_reservation.map(cgroup::mib_to_bytes),
-            cpu_shares: Some(cgroup::cpu_units_to_shares(c.cpu)),
-            cpu_period_us: cgroup::DEFAULT_CPU_PERIOD_US,
-            ..Default::default()
-        })?;
+        cg.create(&container_limits(c, &opts.limits))?;
         created.container_cgroups.push(cg.clone());
 
         let cdir = task_dir.join("containers").join(&c.name);
@@ -339,6 +327,10 @@ async fn supervise(
                     Event::StartFailed { container, exit_code, error } => {
                         eprintln!("skiff: container {container}: CannotStartContainerError: {error}");
                         (container, Some(*exit_code))
+                    }
+                    Event::OomKill { container, oom_kills } => {
+                        eprintln!("skiff: container {container}: the OOM killer killed a process (memory limit reached; {oom_kills} so far)");
+                        continue;
                     }
                     Event::Exited { container, exit_code, signal, oom_killed } => {
                         if *oom_killed {

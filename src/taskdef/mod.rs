@@ -65,4 +65,8 @@ pub struct ContainerDefinition {
     /// Seconds between SIGTERM and SIGKILL when the container is stopped.
     pub stop_timeout: Option<u64>,
     pub hostname: Option<String>,
+    /// `linuxParameters.maxSwap` in MiB (0 = no swap; absent = no swap either).
+    pub max_swap: Option<u64>,
+    /// `linuxParameters.swappiness` (0-100).
+    pub swappiness: Option<u64>,
 }

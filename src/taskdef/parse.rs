@@ -50,7 +50,6 @@ const CONTAINER_PENDING_KEYS: &[&str] = &[
     "disableNetworking",
     "privileged",
     "readonlyRootFilesystem",
-    "linuxParameters",
     "ulimits",
     "systemControls",
     "dockerLabels",
@@ -384,7 +383,7 @@ fn parse_container(
         match key.as_str() {
             "name" | "image" | "cpu" | "memory" | "memoryReservation" | "essential"
             | "entryPoint" | "command" | "environment" | "workingDirectory" | "stopTimeout"
-            | "hostname" => {}
+            | "hostname" | "linuxParameters" => {}
             k if CONTAINER_PENDING_KEYS.contains(&k) => {
                 if !is_empty_value(value) {
                     errs.push(&format!("{path}.{k}"), "not supported by skiff yet");
@@ -469,6 +468,7 @@ fn parse_container(
     }
     let stop_timeout = get_u64(obj, "stopTimeout", path, errs);
     let hostname = get_string(obj, "hostname", path, errs);
+    let (max_swap, swappiness) = parse_linux_parameters(obj, path, memory.is_some(), errs);
     let mut environment = Vec::new();
     match opt_value(obj, "environment") {
         None => {}
@@ -524,7 +524,53 @@ fn parse_container(
         working_directory,
         stop_timeout,
         hostname,
+        max_swap,
+        swappiness,
     })
+}
+
+/// `linuxParameters`: `maxSwap` and `swappiness` so far; its other keys are rejected when they
+/// carry a value.
+fn parse_linux_parameters(
+    obj: &Map<String, Value>,
+    path: &str,
+    has_memory: bool,
+    errs: &mut Errors,
+) -> (Option<u64>, Option<u64>) {
+    let lp_path = format!("{path}.linuxParameters");
+    let lp = match opt_value(obj, "linuxParameters") {
+        None => return (None, None),
+        Some(Value::Object(lp)) => lp,
+        Some(_) => {
+            errs.push(&lp_path, "must be an object");
+            return (None, None);
+        }
+    };
+    for (k, v) in lp {
+        match k.as_str() {
+            "maxSwap" | "swappiness" => {}
+            "capabilities" | "devices" | "initProcessEnabled" | "sharedMemorySize" | "tmpfs" => {
+                if !is_empty_value(v) {
+                    errs.push(&format!("{lp_path}.{k}"), "not supported by skiff yet");
+                }
+            }
+            _ => errs.push(&format!("{lp_path}.{k}"), "unknown field"),
+        }
+    }
+    let max_swap = get_u64(lp, "maxSwap", &lp_path, errs);
+    let swappiness = get_u64(lp, "swappiness", &lp_path, errs);
+    if let Some(s) = swappiness {
+        if s > 100 {
+            errs.push(&format!("{lp_path}.swappiness"), format!("{s} is not between 0 and 100"));
+        }
+    }
+    if max_swap.is_some_and(|m| m > 0) && !has_memory {
+        errs.push(
+            &format!("{lp_path}.maxSwap"),
+            "needs the container's hard memory limit (memory) as swap is accounted against it",
+        );
+    }
+    (max_swap, swappiness)
 }
 
 #[cfg(test)]
@@ -635,6 +681,30 @@ mod tests {
             many.join(",")
         ));
         assert!(e[0].contains("at most 10"), "{e:?}");
+    }
+
+    #[test]
+    fn linux_parameters_swap() {
+        let td = parse_task_definition(
+            br#"{"family":"f","containerDefinitions":[{"name":"a","image":"i","memory":64,
+                "linuxParameters":{"maxSwap":128,"swappiness":10,"tmpfs":[]}}]}"#,
+            None,
+        )
+        .unwrap();
+        assert_eq!(td.containers[0].max_swap, Some(128));
+        assert_eq!(td.containers[0].swappiness, Some(10));
+        let e = errors_of(
+            r#"{"family":"f","memory":"128","containerDefinitions":[{"name":"a","image":"i",
+                "linuxParameters":{"maxSwap":64,"swappiness":101,"initProcessEnabled":true,"x":1}}]}"#,
+        );
+        for w in [
+            "containerDefinitions[0].linuxParameters.swappiness: 101 is not between 0 and 100",
+            "containerDefinitions[0].linuxParameters.maxSwap: needs the container's hard memory limit",
+            "containerDefinitions[0].linuxParameters.initProcessEnabled: not supported by skiff yet",
+            "containerDefinitions[0].linuxParameters.x: unknown field",
+        ] {
+            assert!(e.iter().any(|x| x.starts_with(w)), "missing {w:?} in {e:#?}");
+        }
     }
 
     #[test]
