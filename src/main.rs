@@ -1,5 +1,6 @@
 //! skiff: run ECS-style tasks on edge hosts without a container daemon.
 
+mod agent;
 mod cgroup;
 mod cli;
 mod image;

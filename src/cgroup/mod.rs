@@ -6,6 +6,7 @@
 
 mod detect;
 mod oom;
+pub mod stats;
 mod v1;
 mod v2;
 

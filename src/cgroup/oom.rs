@@ -51,7 +51,10 @@ impl OomWatch {
                     dir.join("memory.events").as_os_str().as_encoded_bytes(),
                 )
                 .map_err(|_| "bad path")?;
-                if unsafe { libc::inotify_add_watch(ifd.as_raw_fd(), path.as_ptr(), libc::IN_MODIFY) } < 0 {
+                if unsafe {
+                    libc::inotify_add_watch(ifd.as_raw_fd(), path.as_ptr(), libc::IN_MODIFY)
+                } < 0
+                {
                     return Err(last_os_error("inotify_add_watch memory.events"));
                 }
                 ifd

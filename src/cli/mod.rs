@@ -1,7 +1,9 @@
 //! Command-line entry: parse, then either enter the single-threaded shim (before any tokio
 //! runtime exists) or run a command on a tokio runtime.
 
+mod info;
 mod run;
+mod stats;
 
 use std::path::PathBuf;
 
@@ -30,6 +32,9 @@ struct Cli {
     log_level: String,
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Name of skiff's parent cgroup, beneath the cgroup skiff runs in.
+    #[arg(long, global = true, env = "SKIFF_CGROUP_PARENT", default_value = crate::cgroup::DEFAULT_PARENT)]
+    cgroup_parent: String,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -44,6 +49,10 @@ enum LogFormat {
 enum Cmd {
     /// Run a task definition here, in the foreground.
     Run(run::RunArgs),
+    /// Utilization of running tasks (CPU, memory, network, block I/O, pids).
+    Stats(stats::StatsArgs),
+    /// This host's capacity and cgroup setup.
+    Info(info::InfoArgs),
     /// Internal: the per-task monitor.
     #[command(hide = true)]
     Shim {
@@ -65,7 +74,13 @@ pub fn main() -> i32 {
     if let Cmd::Shim { config } = &cli.cmd {
         return crate::runtime::shim::main(config);
     }
+    // Commands that print die quietly on a closed pipe (`skiff info | head`), as CLI tools
+    // do; the shim above keeps ignoring SIGPIPE so that containers outlive a closed terminal.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     init_logging(&cli.log_level, cli.log_format);
+    if let Cmd::Info(args) = cli.cmd {
+        return info::run(args, &cli.cgroup_parent);
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -79,8 +94,9 @@ pub fn main() -> i32 {
     };
     rt.block_on(async move {
         match cli.cmd {
-            Cmd::Run(args) => run::run(args, cli.state_dir).await,
-            Cmd::Shim { .. } => unreachable!("handled above"),
+            Cmd::Run(args) => run::run(args, cli.state_dir, cli.cgroup_parent).await,
+            Cmd::Stats(args) => stats::run(args, &cli.state_dir).await,
+            Cmd::Shim { .. } | Cmd::Info(_) => unreachable!("handled above"),
         }
     })
 }

@@ -17,9 +17,6 @@ use crate::taskdef::{parse_task_definition, TaskDefError};
 pub struct RunArgs {
     /// An ECS task definition (JSON).
     file: PathBuf,
-    /// Name of skiff's parent cgroup, beneath the cgroup skiff runs in.
-    #[arg(long, env = "SKIFF_CGROUP_PARENT", default_value = crate::cgroup::DEFAULT_PARENT)]
-    cgroup_parent: String,
     /// Seconds between SIGTERM and SIGKILL for containers without stopTimeout.
     #[arg(long, env = "ECS_CONTAINER_STOP_TIMEOUT", default_value_t = 30)]
     stop_timeout: u64,
@@ -40,7 +37,7 @@ pub struct RunArgs {
     insecure_registries: Vec<String>,
 }
 
-pub async fn run(args: RunArgs, state_dir: PathBuf) -> i32 {
+pub async fn run(args: RunArgs, state_dir: PathBuf, cgroup_parent: String) -> i32 {
     let file = args.file.display().to_string();
     let bytes = match std::fs::read(&args.file) {
         Ok(b) => b,
@@ -82,7 +79,7 @@ pub async fn run(args: RunArgs, state_dir: PathBuf) -> i32 {
     };
     let opts = RunOptions {
         state_dir,
-        cgroup_parent: args.cgroup_parent,
+        cgroup_parent,
         insecure_registries: args.insecure_registries,
         limits: LimitSettings {
             cpu_period_us: args.cpu_period_us,

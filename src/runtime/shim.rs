@@ -16,9 +16,9 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use super::process::{self, adopt_fd};
-use crate::cgroup::OomWatch;
 use super::proto::{Command, Event, ShimConfig, EVENT_FD};
 use super::spec::ContainerSpec;
+use crate::cgroup::OomWatch;
 
 struct Stream {
     fd: OwnedFd,
@@ -137,7 +137,11 @@ fn run(config_path: &Path) -> Result<(), String> {
             .containers
             .iter()
             .any(|c| !c.exited && c.oom.as_ref().is_some_and(OomWatch::pending));
-        let timeout = if oom_pending { PollTimeout::from(25u8) } else { PollTimeout::NONE };
+        let timeout = if oom_pending {
+            PollTimeout::from(25u8)
+        } else {
+            PollTimeout::NONE
+        };
         match poll(&mut fds, timeout) {
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => continue,

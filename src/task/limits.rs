@@ -22,7 +22,9 @@ pub fn task_limits(td: &TaskDefinition, s: &LimitSettings) -> Limits {
     Limits {
         memory_max: td.memory.map(cgroup::mib_to_bytes),
         cpu_shares: Some(cgroup::cpu_units_to_shares(units)),
-        cpu_quota_us: td.cpu.map(|u| cgroup::cpu_units_to_quota(u, s.cpu_period_us)),
+        cpu_quota_us: td
+            .cpu
+            .map(|u| cgroup::cpu_units_to_quota(u, s.cpu_period_us)),
         cpu_period_us: s.cpu_period_us,
         pids_max: s.task_pids_limit,
         ..Default::default()
@@ -48,7 +50,10 @@ mod tests {
     use super::*;
     use crate::taskdef::parse_task_definition;
 
-    const S: LimitSettings = LimitSettings { cpu_period_us: 100_000, task_pids_limit: Some(512) };
+    const S: LimitSettings = LimitSettings {
+        cpu_period_us: 100_000,
+        task_pids_limit: Some(512),
+    };
 
     #[test]
     fn task_and_container_mapping() {

@@ -2,6 +2,7 @@
 //! nothing. So far the foreground run of `skiff run`.
 
 mod limits;
+pub mod record;
 mod run;
 
 pub use limits::LimitSettings;

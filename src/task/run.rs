@@ -11,8 +11,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::Instant;
 
-use super::{TaskError, OOM_REASON};
 use super::limits::{container_limits, task_limits, LimitSettings};
+use super::record::{self, ContainerRecord, TaskRecord};
+use super::{TaskError, OOM_REASON};
 use crate::cgroup::{Cgroup, Hierarchy};
 use crate::image::{Image, Store};
 use crate::runtime::proto::{Command, Event, ShimConfig, EVENT_FD};
@@ -183,6 +184,30 @@ async fn run_inner(
                 .unwrap_or(opts.default_stop_timeout),
         });
     }
+
+    let record = TaskRecord {
+        task_id: task_id.clone(),
+        family: td.family.clone(),
+        started_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        cgroup: task_cg.clone(),
+        containers: td
+            .containers
+            .iter()
+            .zip(&specs)
+            .map(|(c, s)| ContainerRecord {
+                name: c.name.clone(),
+                image: c.image.clone(),
+                cgroup: s.cgroup.clone(),
+            })
+            .collect(),
+    };
+    record::write(&task_dir, &record).map_err(|e| TaskError::Io {
+        what: format!("write {}", task_dir.join(record::RECORD_FILE).display()),
+        source: e,
+    })?;
 
     let config = ShimConfig {
         task_id: task_id.clone(),

@@ -561,7 +561,10 @@ fn parse_linux_parameters(
     let swappiness = get_u64(lp, "swappiness", &lp_path, errs);
     if let Some(s) = swappiness {
         if s > 100 {
-            errs.push(&format!("{lp_path}.swappiness"), format!("{s} is not between 0 and 100"));
+            errs.push(
+                &format!("{lp_path}.swappiness"),
+                format!("{s} is not between 0 and 100"),
+            );
         }
     }
     if max_swap.is_some_and(|m| m > 0) && !has_memory {

@@ -139,7 +139,7 @@ pub fn own_cgroup_dirs() -> Vec<PathBuf> {
     let mut out = Vec::new();
     let has_v1_memory = Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists();
     if has_v1_memory {
-        for ctrl in ["cpu", "cpuacct", "memory", "pids"] {
+        for ctrl in ["cpu", "cpuacct", "memory", "pids", "blkio"] {
             if let Some((_, path)) = v1.iter().find(|(c, _)| c.split(',').any(|x| x == ctrl)) {
                 let mount = Path::new("/sys/fs/cgroup").join(ctrl);
                 let d = mount.join(path.trim_start_matches('/'));
@@ -206,6 +206,76 @@ pub fn stdout(o: &Output) -> String {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+impl Env {
+    /// Starts `skiff run` on a task definition without waiting for it.
+    pub fn spawn(&self, taskdef: &Path, extra: &[&str]) -> std::process::Child {
+        let mut args = vec!["run"];
+        args.extend_from_slice(extra);
+        args.push(taskdef.to_str().unwrap());
+        self.command(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// The directory of the (first) running task's cgroup that holds `file` (e.g.
+    /// "cpuacct.usage" or "cpu.stat"), waiting for it to appear. `sub` selects a container.
+    pub fn task_cgroup_file(&self, sub: Option<&str>, file: &str) -> PathBuf {
+        wait_for(Duration::from_secs(30), || {
+            self.cgroup_parent_dirs().iter().find_map(|p| {
+                let task = std::fs::read_dir(p)
+                    .ok()?
+                    .flatten()
+                    .find(|e| e.path().is_dir())?;
+                let dir = match sub {
+                    Some(s) => task.path().join(s),
+                    None => task.path(),
+                };
+                let f = dir.join(file);
+                f.exists().then_some(f)
+            })
+        })
+        .unwrap_or_else(|| panic!("cgroup file {file} of a running task did not appear"))
+    }
+}
+
+/// Reads a cgroup file as a number (first token).
+pub fn read_num(p: &Path) -> u64 {
+    std::fs::read_to_string(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// CPU nanoseconds a cgroup used: cpuacct.usage (v1) or cpu.stat usage_usec (v2).
+pub fn cpu_usage_ns(dir: &Path) -> u64 {
+    let v1 = dir.join("cpuacct.usage");
+    if v1.exists() {
+        return read_num(&v1);
+    }
+    let stat = std::fs::read_to_string(dir.join("cpu.stat")).unwrap();
+    let usec: u64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("usage_usec "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    usec * 1000
+}
+
+pub fn nproc() -> u64 {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count() as u64
 }
 
 /// Polls `f` until it returns Some, for at most `limit`.

@@ -15,6 +15,7 @@
 # SKIFF_VM_BOOT (pvh or bzimage; default pvh when the cache has a PVH-bootable vmlinux),
 # SKIFF_VM_APPEND (extra kernel command line), SKIFF_VM_KEEP=1 (keep the work directory).
 set -euo pipefail
+export PATH=$PATH:/usr/sbin:/sbin
 
 CACHE=${SKIFF_VM_CACHE:-/var/cache/skiff-vm}
 # Modules always loaded (with their dependencies); --module adds more.
@@ -45,7 +46,7 @@ ensure_tools() {
     command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
     command -v cpio >/dev/null || missing+=(cpio)
     command -v depmod >/dev/null || missing+=(kmod)
-    [[ -x /bin/busybox ]] && /bin/busybox --list 2>/dev/null | grep -qx switch_root \
+    [[ -x /bin/busybox ]] && /bin/busybox --list 2>/dev/null | grep -x switch_root >/dev/null \
         || missing+=(busybox-static)
     [[ ${#missing[@]} == 0 ]] && return 0
     [[ $(id -u) == 0 ]] || die "missing packages ${missing[*]} and not root to install them"
@@ -97,7 +98,9 @@ extract_vmlinux() {
 # qemu's -kernel needs to boot an ELF kernel directly.
 has_pvh_note() {
     if command -v readelf >/dev/null; then
-        LC_ALL=C readelf -n "$1" 2>/dev/null | grep -qiE 'PHYS32_ENTRY|Unknown note type: \(0x00000012\)'
+        # (grep without -q: under pipefail an early exit would fail readelf with SIGPIPE.)
+        LC_ALL=C readelf -n "$1" 2>/dev/null \
+            | grep -iE 'PHYS32_ENTRY|Unknown note type: \(0x00000012\)' >/dev/null
     else
         # Without binutils, trust the kernel configuration.
         grep -qx 'CONFIG_PVH=y' "$2"
@@ -109,7 +112,7 @@ do_prepare() {
     mkdir -p "$CACHE"
     exec 9>"$CACHE/.lock"
     flock 9
-    if [[ -f $CACHE/ready ]]; then
+    if [[ -f $CACHE/ready && -f $CACHE/root/kver ]]; then
         return 0
     fi
     local t0=$SECONDS pkg dl unpack
@@ -157,75 +160,29 @@ do_prepare() {
 
 # --- run ---------------------------------------------------------------------------------------
 
-# Module resolution, from the cache's modules.dep / modules.softdep / modules.alias /
-# modules.builtin. Appends the .ko paths (relative to /lib/modules/KVER) in load order to
-# MOD_ORDER.
-declare -A MOD_PATH=() MOD_DEPS=() MOD_SEEN=() MOD_BUILTIN=() MOD_SOFTPRE=() MOD_ALIAS=()
-MOD_ORDER=()
-
-mod_norm() { local n=${1##*/}; n=${n%%.ko*}; echo "${n//-/_}"; }
-
-load_module_db() {
-    local dir=$1 line path deps name
-    while IFS= read -r line; do
-        path=${line%%:*}
-        deps=${line#*:}
-        name=$(mod_norm "$path")
-        MOD_PATH[$name]=$path
-        MOD_DEPS[$name]=$deps
-    done <"$dir/modules.dep"
-    if [[ -f $dir/modules.builtin ]]; then
-        while IFS= read -r path; do MOD_BUILTIN[$(mod_norm "$path")]=1; done <"$dir/modules.builtin"
-    fi
-    if [[ -f $dir/modules.softdep ]]; then
-        local kw mod rest
-        while read -r kw mod rest; do
-            [[ $kw == softdep ]] || continue
-            # "softdep MOD pre: A B post: C": keep the pre: part.
-            rest=" $rest "
-            if [[ $rest == *" pre: "* ]]; then
-                rest=${rest#* pre: }
-                rest=${rest%% post: *}
-                MOD_SOFTPRE[$(mod_norm "$mod")]=$rest
-            fi
-        done <"$dir/modules.softdep"
-    fi
-    if [[ -f $dir/modules.alias ]]; then
-        local a b
-        while read -r kw a b; do
-            [[ $kw == alias && $a != *[*?[]* ]] || continue
-            [[ -n ${MOD_ALIAS[$a]:-} ]] || MOD_ALIAS[$a]=$(mod_norm "$b")
-        done <"$dir/modules.alias"
-    fi
-}
-
-# Resolves a module name or alias to a module name ("" when unknown, "builtin" when built in).
-mod_resolve() {
-    local n
-    n=$(mod_norm "$1")
-    if [[ -n ${MOD_PATH[$n]:-} ]]; then echo "$n"; return; fi
-    if [[ -n ${MOD_BUILTIN[$n]:-} ]]; then echo builtin; return; fi
-    local a
-    for a in "$1" "crypto-$1"; do
-        if [[ -n ${MOD_ALIAS[$a]:-} ]]; then echo "${MOD_ALIAS[$a]}"; return; fi
+# Writes to $2 the .ko paths (relative to /lib/modules/KVER) needed for the modules named in
+# $3..., in load order and without repeats, and to $1 the names the guest must see loaded.
+# kmod's modprobe resolves aliases, dependencies and soft pre-dependencies against the cache
+# (busybox's modprobe in the guest would ignore softdeps).
+module_load_order() {
+    local wanted=$1 order=$2 m out last
+    local pre="$CACHE/root/lib/modules/$KVER/"
+    : >"$wanted"
+    : >"$order"
+    for m in "${@:3}"; do
+        out=$(modprobe -d "$CACHE/root" -S "$KVER" --show-depends "$m" 2>&1) \
+            || die "module $m: $out"
+        last=$(awk '$1 == "insmod" { p = $2 } END { print p }' <<<"$out")
+        if [[ -n $last ]]; then
+            last=${last##*/}
+            last=${last%%.ko*}
+            echo "${last//-/_}" >>"$wanted"
+        fi
+        awk -v pre="$pre" '$1 == "insmod" { p = $2; sub("^" pre, "", p); print p }' \
+            <<<"$out" >>"$order"
     done
-    echo ""
-}
-
-# mod_add NAME REQUIRED: adds NAME after its soft pre-dependencies and hard dependencies.
-mod_add() {
-    local n soft d
-    n=$(mod_resolve "$1")
-    if [[ $n == builtin ]]; then return 0; fi
-    if [[ -z $n ]]; then
-        [[ $2 == 1 ]] && die "module $1 is neither a module nor built into kernel $KVER"
-        return 0
-    fi
-    [[ -z ${MOD_SEEN[$n]:-} ]] || return 0
-    MOD_SEEN[$n]=1
-    for soft in ${MOD_SOFTPRE[$n]:-}; do mod_add "$soft" 0; done
-    for d in ${MOD_DEPS[$n]}; do mod_add "$d" 1; done
-    MOD_ORDER+=("${MOD_PATH[$n]}")
+    awk '!seen[$0]++' "$order" >"$order.tmp"
+    mv "$order.tmp" "$order"
 }
 
 write_init() {
@@ -275,15 +232,26 @@ for c in cpu memory pids io $(cat /sys/fs/cgroup/cgroup.controllers); do
 done
 
 kver=$(cat /etc/skiff-vm/kver)
+# In dependency order (computed on the host); a soft dependency may fail (crc32c-intel on a CPU
+# without SSE4.2), so only the modules asked for must end up loaded.
 while read -r ko; do
     [ -n "$ko" ] || continue
-    insmod "/lib/modules/$kver/$ko" || fail "insmod $ko"
+    insmod "/lib/modules/$kver/$ko" 2>/tmp/insmod.err \
+        || echo "skiff-vm init: insmod $ko: $(cat /tmp/insmod.err)"
 done </etc/skiff-vm/modules
+rm -f /tmp/insmod.err
+while read -r m; do
+    [ -d "/sys/module/$m" ] || fail "module $m did not load"
+done </etc/skiff-vm/modules.wanted
 
 ip link set lo up
 if ip link set eth0 up 2>/dev/null; then
     ip addr add 10.0.2.15/24 dev eth0
     ip route add default via 10.0.2.2
+    i=0
+    while [ "$(cat /sys/class/net/eth0/carrier 2>/dev/null)" != 1 ] && [ $i -lt 50 ]; do
+        usleep 20000; i=$((i + 1))
+    done
 else
     echo "skiff-vm init: no eth0"
 fi
@@ -328,7 +296,7 @@ do_run() {
     if [[ -n $bin ]]; then
         [[ -f $bin && -x $bin ]] || die "--bin $bin is not an executable file"
         if command -v readelf >/dev/null && LC_ALL=C readelf -l "$bin" 2>/dev/null \
-            | grep -q 'Requesting program interpreter'; then
+            | grep 'Requesting program interpreter' >/dev/null; then
             die "--bin $bin is dynamically linked; the guest has no libraries (build for x86_64-unknown-linux-musl)"
         fi
     fi
@@ -348,12 +316,8 @@ do_run() {
 
     # busybox and its applets.
     cp /bin/busybox "$stage/bin/busybox"
-    local a
-    while IFS= read -r a; do
-        [[ $a == bin/busybox ]] && continue
-        mkdir -p "$stage/$(dirname "$a")"
-        ln -sf /bin/busybox "$stage/$a"
-    done < <(/bin/busybox --list-full)
+    (cd "$stage" && /bin/busybox --list-full | perl -ne 'chomp; next if $_ eq "bin/busybox";
+        symlink("/bin/busybox", $_) or die "symlink $_: $!\n"')
     # The kernel opens /dev/console for init before devtmpfs is mounted.
     mknod -m 600 "$stage/dev/console" c 5 1
     mknod -m 666 "$stage/dev/null" c 1 3
@@ -364,11 +328,10 @@ do_run() {
     echo skiff-vm >"$stage/etc/hostname"
 
     # Modules, in load order.
-    load_module_db "$moddir"
-    local m ko
-    for m in "${modules[@]}"; do mod_add "$m" 1; done
+    local ko
+    module_load_order "$stage/etc/skiff-vm/modules.wanted" "$WORK/modules.order" "${modules[@]}"
     : >"$stage/etc/skiff-vm/modules"
-    for ko in "${MOD_ORDER[@]}"; do
+    while IFS= read -r ko; do
         mkdir -p "$stage/lib/modules/$KVER/$(dirname "$ko")"
         case $ko in
         *.ko) cp "$moddir/$ko" "$stage/lib/modules/$KVER/$ko" ;;
@@ -378,7 +341,7 @@ do_run() {
         *) die "unsupported module file $ko" ;;
         esac
         echo "$ko" >>"$stage/etc/skiff-vm/modules"
-    done
+    done <"$WORK/modules.order"
     echo "$KVER" >"$stage/etc/skiff-vm/kver"
 
     # skiff, the extra files, the guest script and /init.
@@ -409,7 +372,7 @@ do_run() {
     fi
     local -a qemu=(qemu-system-x86_64 -accel tcg -cpu max -m "${SKIFF_VM_MEMORY:-1024}" -smp 1
         -nodefaults -nographic -serial stdio -no-reboot
-        -netdev user,id=n0 -device virtio-net-pci,netdev=n0
+        -netdev user,id=n0 -device virtio-net-pci,netdev=n0,romfile=
         -initrd "$WORK/initrd.cpio"
         -append "console=ttyS0 cgroup_no_v1=all panic=-1 quiet rdinit=/init ${SKIFF_VM_APPEND:-}")
     case $boot in
@@ -420,22 +383,27 @@ do_run() {
     *) die "SKIFF_VM_BOOT must be pvh or bzimage" ;;
     esac
 
-    local console=$WORK/console.log qrc=0 t0=$SECONDS
+    local console=$WORK/console.log qrc t0=$SECONDS
     # Console to our stdout as it comes (without the serial line's carriage returns) and to a
-    # log where the exit marker is looked up.
-    set +e
-    timeout -k 5 "$timeout" "${qemu[@]}" </dev/null 2>"$WORK/qemu.err" \
-        | sed -u 's/\r$//; s/\r/\n/g' | tee "$console"
-    local -a st=("${PIPESTATUS[@]}")
-    set -e
-    qrc=${st[0]}
+    # log where the exit marker is looked up. In the background so that a signal to this
+    # script runs its trap (which stops qemu) at once.
+    {
+        timeout -k 5 "$timeout" "${qemu[@]}" </dev/null 2>"$WORK/qemu.err" &
+        echo $! >"$WORK/timeout.pid"
+        st=0
+        wait $! || st=$?
+        echo "$st" >"$WORK/qemu.rc"
+    } | sed -u 's/\r$//; s/\r/\n/g' | tee "$console" &
+    wait $! || true
+    qrc=$(cat "$WORK/qemu.rc" 2>/dev/null || echo "?")
+    rm -f "$WORK/timeout.pid"
     local rc
-    rc=$(grep -a -E "^$MARKER=[0-9]+\$" "$console" | tail -n1 | cut -d= -f2)
+    rc=$(grep -a -E "^$MARKER=[0-9]+\$" "$console" | tail -n1 | cut -d= -f2 || true)
     if [[ -n $rc ]]; then
         return "$rc"
     fi
     if [[ $qrc == 124 || $qrc == 137 ]]; then
-        log "no $MARKER line: the VM did not finish within ${timeout}s (--timeout); killed after $((SECONDS - t0)) s"
+        log "no $MARKER line: timeout, the VM did not finish within ${timeout} s (--timeout); killed after $((SECONDS - t0)) s"
     elif grep -aq 'Kernel panic' "$console"; then
         log "no $MARKER line: the guest kernel panicked (see the console output above)"
     elif grep -aq SKIFF_VM_INIT_FAILED "$console"; then
@@ -451,6 +419,11 @@ do_run() {
 }
 
 cleanup() {
+    # Stop our qemu (through its timeout process, which passes the signal on) if still running.
+    if [[ -n ${WORK:-} && -f $WORK/timeout.pid ]]; then
+        kill -TERM "$(cat "$WORK/timeout.pid")" 2>/dev/null || true
+        sleep 0.5
+    fi
     if [[ -n ${WORK:-} && -d $WORK ]]; then
         if [[ ${SKIFF_VM_KEEP:-0} == 1 ]]; then
             log "work directory kept: $WORK"

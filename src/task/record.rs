@@ -1,0 +1,53 @@
+//! What a running task leaves in its directory for other commands (`skiff stats`, later `ps`
+//! and re-attachment): `STATE/tasks/<id>/task.json`.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cgroup::Cgroup;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub task_id: String,
+    pub family: String,
+    /// Unix seconds.
+    pub started_at: u64,
+    pub cgroup: Cgroup,
+    pub containers: Vec<ContainerRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub name: String,
+    pub image: String,
+    pub cgroup: Cgroup,
+}
+
+pub const RECORD_FILE: &str = "task.json";
+
+/// Writes the record atomically (rename), so readers never see half of it.
+pub fn write(task_dir: &Path, rec: &TaskRecord) -> std::io::Result<()> {
+    let tmp = task_dir.join(format!("{RECORD_FILE}.tmp"));
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(rec).expect("record serializes"),
+    )?;
+    std::fs::rename(&tmp, task_dir.join(RECORD_FILE))
+}
+
+/// The records of the tasks under `state_dir`, oldest first; unreadable ones are skipped (a
+/// task may be ending while we look).
+pub fn list(state_dir: &Path) -> Vec<TaskRecord> {
+    let mut out: Vec<TaskRecord> = std::fs::read_dir(state_dir.join("tasks"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let bytes = std::fs::read(e.path().join(RECORD_FILE)).ok()?;
+            serde_json::from_slice(&bytes).ok()
+        })
+        .collect();
+    out.sort_by(|a, b| (a.started_at, &a.task_id).cmp(&(b.started_at, &b.task_id)));
+    out
+}
