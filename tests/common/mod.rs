@@ -253,6 +253,39 @@ pub fn read_num(p: &Path) -> u64 {
         .unwrap()
 }
 
+/// True on a pure cgroup v2 host (skiff then uses the unified hierarchy).
+pub fn is_v2() -> bool {
+    !Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists()
+}
+
+/// The file that counts a cgroup's CPU time: cpuacct.usage (v1) or cpu.stat (v2).
+pub fn cpu_file() -> &'static str {
+    if is_v2() {
+        "cpu.stat"
+    } else {
+        "cpuacct.usage"
+    }
+}
+
+/// Memory in use without page cache, from the kernel's files: usage − total_cache (v1),
+/// memory.current − inactive_file (v2).
+pub fn memory_without_cache(dir: &Path) -> u64 {
+    let stat = std::fs::read_to_string(dir.join("memory.stat")).unwrap();
+    let key = |k: &str| -> u64 {
+        stat.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    if is_v2() {
+        read_num(&dir.join("memory.current")) - key("inactive_file ")
+    } else {
+        read_num(&dir.join("memory.usage_in_bytes")) - key("total_cache ")
+    }
+}
+
 /// CPU nanoseconds a cgroup used: cpuacct.usage (v1) or cpu.stat usage_usec (v2).
 pub fn cpu_usage_ns(dir: &Path) -> u64 {
     let v1 = dir.join("cpuacct.usage");
