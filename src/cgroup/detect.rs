@@ -111,27 +111,61 @@ pub struct Hierarchy {
     pub parent: Cgroup,
     /// v1: the controllers found; v2: the controllers available below the parent.
     pub controllers: Vec<String>,
+    /// `own` is a configured root rather than the cgroup skiff runs in.
+    own_is_root_override: bool,
+}
+
+/// Where skiff's cgroups go: `<root or own cgroup>/<parent>/<task>/<container>`.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    /// Name of skiff's parent cgroup.
+    pub parent: String,
+    /// A cgroup path (like `/skiff.slice`) to use instead of the cgroup skiff runs in, e.g.
+    /// an empty delegated cgroup on a v2 host whose own cgroup holds other processes.
+    pub root: Option<String>,
+}
+
+#[cfg(test)]
+impl Placement {
+    pub fn beneath_own(parent: &str) -> Placement {
+        Placement {
+            parent: parent.to_string(),
+            root: None,
+        }
+    }
 }
 
 impl Hierarchy {
-    pub fn detect(parent_name: &str) -> Result<Hierarchy, CgroupError> {
+    pub fn detect(placement: &Placement) -> Result<Hierarchy, CgroupError> {
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
             .map_err(|e| CgroupError::Detect(format!("read /proc/self/mountinfo: {e}")))?;
         let proc_cgroup = std::fs::read_to_string("/proc/self/cgroup")
             .map_err(|e| CgroupError::Detect(format!("read /proc/self/cgroup: {e}")))?;
-        Self::from_tables(&mountinfo, &proc_cgroup, parent_name)
+        Self::from_tables(&mountinfo, &proc_cgroup, placement)
     }
 
     fn from_tables(
         mountinfo: &str,
         proc_cgroup: &str,
-        parent_name: &str,
+        placement: &Placement,
     ) -> Result<Hierarchy, CgroupError> {
+        let parent_name = placement.parent.as_str();
         if parent_name.is_empty() || parent_name.contains('/') || parent_name.starts_with('.') {
             return Err(CgroupError::Detect(format!(
                 "invalid parent cgroup name {parent_name:?}"
             )));
         }
+        if let Some(root) = &placement.root {
+            let ok = root.starts_with('/') && !root.split('/').any(|c| c == ".." || c == ".");
+            if !ok {
+                return Err(CgroupError::Detect(format!(
+                    "invalid cgroup root {root:?}: give an absolute cgroup path like /skiff.slice"
+                )));
+            }
+        }
+        // The cgroup path beneath which skiff's parent goes: the configured root, or ours.
+        let base =
+            |ours: &str| -> String { placement.root.clone().unwrap_or_else(|| ours.to_string()) };
         let mounts = parse_mountinfo(mountinfo);
         let procs = parse_proc_cgroup(proc_cgroup);
 
@@ -163,7 +197,7 @@ impl Hierarchy {
                 else {
                     continue;
                 };
-                let dir = own_dir(m, path);
+                let dir = own_dir(m, &base(path));
                 if v1_dirs.contains(&dir) {
                     continue;
                 }
@@ -176,6 +210,12 @@ impl Hierarchy {
         }
 
         if memory_dir.is_some() {
+            if placement.root.is_some() {
+                // Each v1 hierarchy places skiff differently; one path cannot name them all.
+                return Err(CgroupError::Detect(
+                    "a cgroup root (--cgroup-root) applies to the unified (v2) hierarchy only; this host uses v1 controllers".into(),
+                ));
+            }
             let own = Cgroup {
                 mode: Mode::V1,
                 dirs: v1_dirs,
@@ -189,6 +229,7 @@ impl Hierarchy {
                 own,
                 parent,
                 controllers,
+                own_is_root_override: placement.root.is_some(),
             });
         }
 
@@ -198,7 +239,7 @@ impl Hierarchy {
                     .into(),
             ));
         };
-        let own_dir = own_dir(m, &path);
+        let own_dir = own_dir(m, &base(&path));
         let root_ctrls =
             std::fs::read_to_string(m.mount_point.join("cgroup.controllers")).unwrap_or_default();
         if !root_ctrls.split_whitespace().any(|c| c == "memory") {
@@ -218,6 +259,7 @@ impl Hierarchy {
             own,
             parent,
             controllers: root_ctrls.split_whitespace().map(String::from).collect(),
+            own_is_root_override: placement.root.is_some(),
         })
     }
 
@@ -231,7 +273,7 @@ impl Hierarchy {
                 let procs = std::fs::read_to_string(own.join("cgroup.procs"))
                     .map_err(io_err(own, "read cgroup.procs"))?;
                 let me = std::process::id().to_string();
-                if procs.lines().any(|p| p.trim() != me) {
+                if self.own_is_root_override || procs.lines().any(|p| p.trim() != me) {
                     return Err(first);
                 }
                 let leaf = own.join(format!(
@@ -306,7 +348,8 @@ mod tests {
 
     #[test]
     fn hybrid_uses_v1_below_own_cgroup() {
-        let h = Hierarchy::from_tables(HYBRID_MI, HYBRID_PC, "skiff").unwrap();
+        let h =
+            Hierarchy::from_tables(HYBRID_MI, HYBRID_PC, &Placement::beneath_own("skiff")).unwrap();
         assert_eq!(h.mode, Mode::V1);
         assert_eq!(
             h.parent.dirs,
@@ -337,7 +380,7 @@ mod tests {
 35 31 0:32 /docker/x /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
 ";
         let pc = "5:cpu,cpuacct:/docker/x/svc\n4:memory:/docker/x\n";
-        let h = Hierarchy::from_tables(mi, pc, "sk").unwrap();
+        let h = Hierarchy::from_tables(mi, pc, &Placement::beneath_own("sk")).unwrap();
         assert_eq!(
             h.parent.dirs,
             vec![
@@ -349,8 +392,23 @@ mod tests {
 
     #[test]
     fn rejects_bad_parent_name_and_missing_memory() {
-        assert!(Hierarchy::from_tables(HYBRID_MI, HYBRID_PC, "../x").is_err());
+        assert!(
+            Hierarchy::from_tables(HYBRID_MI, HYBRID_PC, &Placement::beneath_own("../x")).is_err()
+        );
+        let bad_root = Placement {
+            parent: "skiff".into(),
+            root: Some("rel/path".into()),
+        };
+        assert!(Hierarchy::from_tables(HYBRID_MI, HYBRID_PC, &bad_root).is_err());
+        let root = Placement {
+            parent: "skiff".into(),
+            root: Some("/delegated.scope".into()),
+        };
+        assert!(
+            Hierarchy::from_tables(HYBRID_MI, HYBRID_PC, &root).is_err(),
+            "v1: no root"
+        );
         let mi = "32 31 0:29 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n";
-        assert!(Hierarchy::from_tables(mi, "1:cpu:/\n", "skiff").is_err());
+        assert!(Hierarchy::from_tables(mi, "1:cpu:/\n", &Placement::beneath_own("skiff")).is_err());
     }
 }

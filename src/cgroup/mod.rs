@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use detect::{Hierarchy, Mode};
+pub use detect::{Hierarchy, Mode, Placement};
 pub use oom::OomWatch;
 
 /// Default name of skiff's parent cgroup beneath the cgroup it runs in.

@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::EXIT_RUNNER_ERROR;
 use crate::agent::capacity;
-use crate::cgroup::Hierarchy;
+use crate::cgroup::{Hierarchy, Placement};
 
 #[derive(Args)]
 pub struct InfoArgs {
@@ -17,7 +17,7 @@ pub struct InfoArgs {
     reserved_memory: u64,
 }
 
-pub fn run(args: InfoArgs, cgroup_parent: &str) -> i32 {
+pub fn run(args: InfoArgs, placement: &Placement) -> i32 {
     let cap = match capacity::capacity(args.reserved_memory) {
         Ok(c) => c,
         Err(e) => {
@@ -25,7 +25,7 @@ pub fn run(args: InfoArgs, cgroup_parent: &str) -> i32 {
             return EXIT_RUNNER_ERROR;
         }
     };
-    let cg = Hierarchy::detect(cgroup_parent);
+    let cg = Hierarchy::detect(placement);
     let uname = nix::sys::utsname::uname().ok();
     let kernel = uname
         .as_ref()

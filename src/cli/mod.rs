@@ -35,6 +35,10 @@ struct Cli {
     /// Name of skiff's parent cgroup, beneath the cgroup skiff runs in.
     #[arg(long, global = true, env = "SKIFF_CGROUP_PARENT", default_value = crate::cgroup::DEFAULT_PARENT)]
     cgroup_parent: String,
+    /// Put skiff's cgroups beneath this cgroup path (e.g. /skiff.slice, an empty delegated
+    /// cgroup) instead of beneath the cgroup skiff runs in.
+    #[arg(long, global = true, env = "SKIFF_CGROUP_ROOT")]
+    cgroup_root: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -78,8 +82,12 @@ pub fn main() -> i32 {
     // do; the shim above keeps ignoring SIGPIPE so that containers outlive a closed terminal.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     init_logging(&cli.log_level, cli.log_format);
+    let placement = crate::cgroup::Placement {
+        parent: cli.cgroup_parent.clone(),
+        root: cli.cgroup_root.clone(),
+    };
     if let Cmd::Info(args) = cli.cmd {
-        return info::run(args, &cli.cgroup_parent);
+        return info::run(args, &placement);
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -94,7 +102,7 @@ pub fn main() -> i32 {
     };
     rt.block_on(async move {
         match cli.cmd {
-            Cmd::Run(args) => run::run(args, cli.state_dir, cli.cgroup_parent).await,
+            Cmd::Run(args) => run::run(args, cli.state_dir, placement).await,
             Cmd::Stats(args) => stats::run(args, &cli.state_dir).await,
             Cmd::Shim { .. } | Cmd::Info(_) => unreachable!("handled above"),
         }

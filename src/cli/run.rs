@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::EXIT_RUNNER_ERROR;
+use crate::cgroup::Placement;
 use crate::task::{run_foreground, LimitSettings, RunOptions};
 
 /// A task may hold this many processes unless told otherwise: enough for real services, few
@@ -37,7 +38,7 @@ pub struct RunArgs {
     insecure_registries: Vec<String>,
 }
 
-pub async fn run(args: RunArgs, state_dir: PathBuf, cgroup_parent: String) -> i32 {
+pub async fn run(args: RunArgs, state_dir: PathBuf, cgroup: Placement) -> i32 {
     let file = args.file.display().to_string();
     let bytes = match std::fs::read(&args.file) {
         Ok(b) => b,
@@ -79,7 +80,7 @@ pub async fn run(args: RunArgs, state_dir: PathBuf, cgroup_parent: String) -> i3
     };
     let opts = RunOptions {
         state_dir,
-        cgroup_parent,
+        cgroup,
         insecure_registries: args.insecure_registries,
         limits: LimitSettings {
             cpu_period_us: args.cpu_period_us,

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::limits::{container_limits, task_limits, LimitSettings};
 use super::record::{self, ContainerRecord, TaskRecord};
 use super::{TaskError, OOM_REASON};
-use crate::cgroup::{Cgroup, Hierarchy};
+use crate::cgroup::{Cgroup, Hierarchy, Placement};
 use crate::image::{Image, Store};
 use crate::runtime::proto::{Command, Event, ShimConfig, EVENT_FD};
 use crate::runtime::spec::{merge_process, parse_signal, ContainerSpec};
@@ -22,7 +22,7 @@ use crate::taskdef::{NetworkMode, TaskDefinition};
 
 pub struct RunOptions {
     pub state_dir: PathBuf,
-    pub cgroup_parent: String,
+    pub cgroup: Placement,
     /// Registries besides loopback ones that are spoken to in plain HTTP.
     pub insecure_registries: Vec<String>,
     /// Used for containers without `stopTimeout` (ECS_CONTAINER_STOP_TIMEOUT, default 30 s).
@@ -115,7 +115,7 @@ async fn run_inner(
     })?;
     created.task_dir = Some(task_dir.clone());
 
-    let hierarchy = Hierarchy::detect(&opts.cgroup_parent)?;
+    let hierarchy = Hierarchy::detect(&opts.cgroup)?;
     tracing::info!(mode = ?hierarchy.mode, controllers = ?hierarchy.controllers, "cgroups");
     created.hierarchy = Some(hierarchy.clone());
     let task_cg = hierarchy.create_task(&task_id, &task_limits(td, &opts.limits))?;
