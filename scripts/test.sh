@@ -11,6 +11,20 @@ if [[ $(id -u) -ne 0 ]]; then
     echo "test.sh: the integration tests create namespaces, mounts and cgroups: run as root" >&2
     exit 1
 fi
+# On a pure cgroup v2 host skiff cannot enable controllers beneath a cgroup that holds other
+# processes (a login session's, say): run the suite in a delegated scope, the test processes in
+# a leaf of it, and skiff's cgroups beside them (SKIFF_CGROUP_ROOT).
+if [[ ${1:-} == --in-delegated-scope ]]; then
+    shift
+    scope=$(sed -n 's/^0:://p' /proc/self/cgroup)
+    mkdir -p "/sys/fs/cgroup$scope/runner"
+    echo $$ > "/sys/fs/cgroup$scope/runner/cgroup.procs"
+    export SKIFF_CGROUP_ROOT=$scope
+elif [[ $(stat -fc %T /sys/fs/cgroup) == cgroup2fs && $(sed -n 's/^0:://p' /proc/self/cgroup) != / ]] \
+    && command -v systemd-run >/dev/null && [[ -d /run/systemd/system ]]; then
+    exec systemd-run --scope --quiet -p Delegate=yes -- "$0" --in-delegated-scope "$@"
+fi
+
 "$top/scripts/deps.sh"
 cd "$top"
 
@@ -27,3 +41,8 @@ trap cleanup EXIT
 
 export SKIFF_TEST_REGISTRY=127.0.0.1:$port
 cargo test --locked "$@"
+
+# The same integration tests on a pure cgroup v2 host, in a VM (skip with SKIFF_SKIP_VM=1).
+if [[ ${SKIFF_SKIP_VM:-0} != 1 ]]; then
+    "$top/scripts/test-v2-vm.sh"
+fi

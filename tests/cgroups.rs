@@ -188,10 +188,29 @@ fn live_oom_event_while_the_container_survives() {
         "liveoom",
         r#"{"family":"liveoom","networkMode":"none","containerDefinitions":[
             {"name":"hog","image":"$REGISTRY/busybox:latest","memory":20,
-             "command":["sh","-c","dd if=/dev/zero of=/dev/null bs=64M count=1; echo still here"]}]}"#,
+             "command":["sh","-c","dd if=/dev/zero of=/dev/null bs=64M count=1; sleep 3; echo still here"]}]}"#,
     );
-    let out = env.run(&td);
-    let err = common::stderr(&out);
+    // The event must arrive while the container still runs, not only when it exits.
+    let mut child = env.spawn(&td, &[]);
+    let mut err_pipe = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut err = String::new();
+    let mut live_while_running = false;
+    loop {
+        let mut line = String::new();
+        if std::io::BufRead::read_line(&mut err_pipe, &mut line).unwrap() == 0 {
+            break;
+        }
+        if line.contains("the OOM killer killed a process") {
+            let procs = env.task_cgroup_file(Some("hog"), "cgroup.procs");
+            live_while_running = !std::fs::read_to_string(procs).unwrap().trim().is_empty();
+        }
+        err.push_str(&line);
+    }
+    let out = wait_output(child, Duration::from_secs(60));
+    assert!(
+        live_while_running,
+        "no OOM event while the container ran: {err}"
+    );
     assert_eq!(out.status.code(), Some(0), "stderr: {err}");
     assert_eq!(common::stdout(&out), "still here\n");
     assert!(
@@ -263,8 +282,18 @@ fn stats_agree_with_the_kernel_counters() {
     let child = env.spawn(&td, &[]);
     let usage_file = env.task_cgroup_file(Some("work"), cpu_file());
     let dir = usage_file.parent().unwrap().to_path_buf();
-    // Wait for the 12 MB string to be built.
-    std::thread::sleep(Duration::from_secs(2));
+    // Wait for the 12 MB string to be built (slow under emulation).
+    let mem_dir = own_memory_cgroup_dir().join(&env.cgroup_parent);
+    wait_for(Duration::from_secs(60), || {
+        let task = std::fs::read_dir(&mem_dir)
+            .ok()?
+            .flatten()
+            .find(|e| e.path().is_dir())?;
+        let work = task.path().join("work");
+        work.join("memory.stat").exists().then_some(())?;
+        (memory_without_cache(&work) > 12_000_000).then_some(())
+    })
+    .expect("the container built its 12 MB string");
     let t0 = Instant::now();
     let u0 = cpu_usage_ns(&dir);
     let out = env
@@ -286,7 +315,6 @@ fn stats_agree_with_the_kernel_counters() {
         "stats {pct:.2}% vs kernel {kernel_pct:.2}%"
     );
 
-    let mem_dir = own_memory_cgroup_dir().join(&env.cgroup_parent);
     let task = std::fs::read_dir(&mem_dir)
         .unwrap()
         .flatten()
@@ -382,4 +410,102 @@ fn info_reports_capacity_and_cgroup_mode() {
         .unwrap();
     assert_eq!(out.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&out.stderr).contains("reserved memory"));
+}
+
+/// Spawns skiff with its process moved into the cgroup directory `cg` between fork and exec.
+fn spawn_in_cgroup(cmd: &mut std::process::Command, cg: &Path) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    let procs = std::ffi::CString::new(cg.join("cgroup.procs").to_str().unwrap()).unwrap();
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+            if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(fd);
+            Ok(())
+        });
+    }
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// On a v2 host skiff needs a cgroup without other processes to enable controllers below:
+/// alone in its cgroup it moves itself into a leaf; sharing it, it says what to do; given a
+/// delegated root (--cgroup-root / SKIFF_CGROUP_ROOT) it works there. Runs in the v2 VM
+/// (scripts/test-v2-vm.sh); this hybrid host has no unified controllers to test it with.
+#[test]
+fn v2_placement_alone_shared_and_delegated() {
+    if !is_v2() {
+        eprintln!("v1 host: this test runs in the cgroup v2 VM (scripts/test-v2-vm.sh)");
+        return;
+    }
+    let env = Env::new();
+    let td = env.taskdef(
+        "place",
+        r#"{"family":"place","networkMode":"none","containerDefinitions":[
+        {"name":"p","image":"$REGISTRY/busybox:latest","memory":16,"command":["sh","-c","cat /proc/self/cgroup"]}]}"#,
+    );
+    let own = own_cgroup_dirs()[0].clone();
+    let base = own.join(format!("skiff-it-deleg-{}", random_hex()));
+    let runner = base.join("runner");
+    let alone = base.join("alone");
+    for d in [&base, &runner, &alone] {
+        std::fs::create_dir(d).unwrap();
+    }
+    std::fs::write(base.join("cgroup.subtree_control"), "+cpu +memory +pids").unwrap();
+    let rel = format!(
+        "/{}",
+        base.strip_prefix("/sys/fs/cgroup").unwrap().display()
+    );
+
+    // Delegated root: skiff runs in base/runner, its cgroups go to base/<parent>.
+    let mut cmd = env.command(&["run", td.to_str().unwrap()]);
+    cmd.env("SKIFF_CGROUP_ROOT", &rel);
+    let out = wait_output(spawn_in_cgroup(&mut cmd, &runner), Duration::from_secs(120));
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let placed = format!("0::{rel}/{}/", env.cgroup_parent);
+    assert!(
+        common::stdout(&out).starts_with(&placed),
+        "{} vs {placed}",
+        common::stdout(&out)
+    );
+    assert!(!base.join(&env.cgroup_parent).exists());
+
+    // Shared with another process and no root: a clear error, nothing created.
+    let mut sleeper = spawn_in_cgroup(std::process::Command::new("sleep").arg("30"), &runner);
+    let out = wait_output(
+        spawn_in_cgroup(&mut env.command(&["run", td.to_str().unwrap()]), &runner),
+        Duration::from_secs(120),
+    );
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        common::stderr(&out).contains("run skiff in a delegated cgroup"),
+        "{}",
+        common::stderr(&out)
+    );
+    assert!(!runner.join(&env.cgroup_parent).exists());
+
+    // Alone: skiff moves itself into a leaf and places the task beside it.
+    let out = wait_output(
+        spawn_in_cgroup(&mut env.command(&["run", td.to_str().unwrap()]), &alone),
+        Duration::from_secs(120),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let rel_alone = format!(
+        "/{}",
+        alone.strip_prefix("/sys/fs/cgroup").unwrap().display()
+    );
+    assert!(common::stdout(&out).starts_with(&format!("0::{rel_alone}/{}/", env.cgroup_parent)));
+    let leaf = alone.join(format!("{}-supervisor", env.cgroup_parent));
+    assert!(leaf.exists());
+
+    for d in [&leaf, &alone, &runner, &base] {
+        let _ = std::fs::remove_dir(d);
+    }
+    assert!(!base.exists());
 }

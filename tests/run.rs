@@ -127,6 +127,11 @@ fn memory_limit_is_enforced_in_the_cgroup() {
             .flatten()
             .find(|e| e.path().is_dir())?;
         let dir = task.path().join("fits");
+        // Limits are written before the container starts: wait for its process.
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).ok()?;
+        if procs.trim().is_empty() {
+            return None;
+        }
         let v1 = std::fs::read_to_string(dir.join("memory.limit_in_bytes"));
         let v2 = std::fs::read_to_string(dir.join("memory.max"));
         v1.or(v2).ok()

@@ -305,13 +305,14 @@ impl Shim {
         }
     }
 
-    /// `ready`: the watch fd signalled; otherwise a re-check of a pending notification.
+    /// `ready`: the watch fd signalled; otherwise a look at the counter (a pending
+    /// notification's re-check, or the last look before the exit is reported).
     fn oom_notified(&mut self, ci: usize, ready: bool) {
         let c = &mut self.containers[ci];
         let Some(w) = c.oom.as_mut() else { return };
         let risen = if ready {
             w.check()
-        } else if w.pending() && !c.exited {
+        } else if !c.exited {
             w.recheck()
         } else {
             None
@@ -401,8 +402,11 @@ impl Shim {
             else {
                 continue;
             };
-            self.containers[ci].exited = true;
             self.drain(ci);
+            // The kernel rate-limits memory.events notifications: a kill just before the
+            // exit may not have been announced yet. Report it before the exit.
+            self.oom_notified(ci, false);
+            self.containers[ci].exited = true;
             let oom_killed = self.containers[ci].spec.cgroup.oom_kills().unwrap_or(0) > 0;
             let name = self.containers[ci].spec.name.clone();
             self.emit(&Event::Exited {

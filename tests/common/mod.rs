@@ -76,6 +76,10 @@ impl Env {
     /// The cgroup directories skiff would use for this env's parent, per v1 controller (or the
     /// one v2 directory), computed independently of skiff from /proc/self/cgroup.
     pub fn cgroup_parent_dirs(&self) -> Vec<PathBuf> {
+        if let Ok(root) = std::env::var("SKIFF_CGROUP_ROOT") {
+            let d = Path::new("/sys/fs/cgroup").join(root.trim_start_matches('/'));
+            return vec![d.join(&self.cgroup_parent)];
+        }
         own_cgroup_dirs()
             .into_iter()
             .map(|d| d.join(&self.cgroup_parent))
@@ -155,6 +159,9 @@ pub fn own_cgroup_dirs() -> Vec<PathBuf> {
 }
 
 pub fn own_memory_cgroup_dir() -> PathBuf {
+    if let Ok(root) = std::env::var("SKIFF_CGROUP_ROOT") {
+        return Path::new("/sys/fs/cgroup").join(root.trim_start_matches('/'));
+    }
     let dirs = own_cgroup_dirs();
     dirs.iter()
         .find(|d| d.starts_with("/sys/fs/cgroup/memory"))
@@ -165,18 +172,28 @@ pub fn own_memory_cgroup_dir() -> PathBuf {
 /// Waits for the child, reading its output as it comes so that a full pipe cannot stall it.
 pub fn wait_output(mut child: std::process::Child, limit: Duration) -> Output {
     use std::io::Read;
-    let mut out_pipe = child.stdout.take().unwrap();
-    let mut err_pipe = child.stderr.take().unwrap();
-    let out_t = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out_pipe.read_to_end(&mut v);
-        v
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err_pipe.read_to_end(&mut v);
-        v
-    });
+    let read_all = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut v);
+            }
+            v
+        })
+    };
+    // A pipe the caller took already reads as empty here.
+    let out_t = read_all(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err_t = read_all(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
     let start = Instant::now();
     let status = loop {
         if let Some(st) = child.try_wait().unwrap() {
@@ -221,8 +238,8 @@ impl Env {
             .unwrap()
     }
 
-    /// The directory of the (first) running task's cgroup that holds `file` (e.g.
-    /// "cpuacct.usage" or "cpu.stat"), waiting for it to appear. `sub` selects a container.
+    /// `file` (e.g. "cpuacct.usage" or "cpu.stat") in the cgroup of the (first) running task,
+    /// or of its container `sub`, once a container process runs there.
     pub fn task_cgroup_file(&self, sub: Option<&str>, file: &str) -> PathBuf {
         wait_for(Duration::from_secs(30), || {
             self.cgroup_parent_dirs().iter().find_map(|p| {
@@ -234,8 +251,21 @@ impl Env {
                     Some(s) => task.path().join(s),
                     None => task.path(),
                 };
+                // A container process in it means skiff applied the limits already (they are
+                // written before anything starts).
+                let busy = |d: &Path| {
+                    std::fs::read_to_string(d.join("cgroup.procs"))
+                        .is_ok_and(|p| !p.trim().is_empty())
+                };
+                let started = match sub {
+                    Some(_) => busy(&dir),
+                    None => std::fs::read_dir(&dir)
+                        .ok()?
+                        .flatten()
+                        .any(|c| busy(&c.path())),
+                };
                 let f = dir.join(file);
-                f.exists().then_some(f)
+                (started && f.exists()).then_some(f)
             })
         })
         .unwrap_or_else(|| panic!("cgroup file {file} of a running task did not appear"))
