@@ -141,13 +141,18 @@ impl Hierarchy {
             .map_err(|e| CgroupError::Detect(format!("read /proc/self/mountinfo: {e}")))?;
         let proc_cgroup = std::fs::read_to_string("/proc/self/cgroup")
             .map_err(|e| CgroupError::Detect(format!("read /proc/self/cgroup: {e}")))?;
-        Self::from_tables(&mountinfo, &proc_cgroup, placement)
+        // statfs says first whether /sys/fs/cgroup is the unified hierarchy itself.
+        let unified_root = nix::sys::statfs::statfs("/sys/fs/cgroup")
+            .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+            .unwrap_or(false);
+        Self::from_tables(&mountinfo, &proc_cgroup, placement, unified_root)
     }
 
     fn from_tables(
         mountinfo: &str,
         proc_cgroup: &str,
         placement: &Placement,
+        unified_root: bool,
     ) -> Result<Hierarchy, CgroupError> {
         let parent_name = placement.parent.as_str();
         if parent_name.is_empty() || parent_name.contains('/') || parent_name.starts_with('.') {
@@ -174,8 +179,9 @@ impl Hierarchy {
             .iter()
             .find(|(c, _)| c.is_empty())
             .map(|(_, p)| p.clone());
-        let pure_v2 = unified.is_some_and(|m| m.mount_point == Path::new("/sys/fs/cgroup"))
-            && !mounts.iter().any(|m| m.fstype == "cgroup");
+        let pure_v2 = unified_root
+            || (unified.is_some_and(|m| m.mount_point == Path::new("/sys/fs/cgroup"))
+                && !mounts.iter().any(|m| m.fstype == "cgroup"));
 
         // v1 hierarchies that carry a controller we use, each once.
         let mut v1_dirs: Vec<PathBuf> = Vec::new();
@@ -348,8 +354,13 @@ mod tests {
 
     #[test]
     fn hybrid_uses_v1_below_own_cgroup() {
-        let h =
-            Hierarchy::from_tables(HYBRID_MI, HYBRID_PC, &Placement::beneath_own("skiff")).unwrap();
+        let h = Hierarchy::from_tables(
+            HYBRID_MI,
+            HYBRID_PC,
+            &Placement::beneath_own("skiff"),
+            false,
+        )
+        .unwrap();
         assert_eq!(h.mode, Mode::V1);
         assert_eq!(
             h.parent.dirs,
@@ -380,7 +391,7 @@ mod tests {
 35 31 0:32 /docker/x /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
 ";
         let pc = "5:cpu,cpuacct:/docker/x/svc\n4:memory:/docker/x\n";
-        let h = Hierarchy::from_tables(mi, pc, &Placement::beneath_own("sk")).unwrap();
+        let h = Hierarchy::from_tables(mi, pc, &Placement::beneath_own("sk"), false).unwrap();
         assert_eq!(
             h.parent.dirs,
             vec![
@@ -392,23 +403,30 @@ mod tests {
 
     #[test]
     fn rejects_bad_parent_name_and_missing_memory() {
-        assert!(
-            Hierarchy::from_tables(HYBRID_MI, HYBRID_PC, &Placement::beneath_own("../x")).is_err()
-        );
+        assert!(Hierarchy::from_tables(
+            HYBRID_MI,
+            HYBRID_PC,
+            &Placement::beneath_own("../x"),
+            false
+        )
+        .is_err());
         let bad_root = Placement {
             parent: "skiff".into(),
             root: Some("rel/path".into()),
         };
-        assert!(Hierarchy::from_tables(HYBRID_MI, HYBRID_PC, &bad_root).is_err());
+        assert!(Hierarchy::from_tables(HYBRID_MI, HYBRID_PC, &bad_root, false).is_err());
         let root = Placement {
             parent: "skiff".into(),
             root: Some("/delegated.scope".into()),
         };
         assert!(
-            Hierarchy::from_tables(HYBRID_MI, HYBRID_PC, &root).is_err(),
+            Hierarchy::from_tables(HYBRID_MI, HYBRID_PC, &root, false).is_err(),
             "v1: no root"
         );
         let mi = "32 31 0:29 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n";
-        assert!(Hierarchy::from_tables(mi, "1:cpu:/\n", &Placement::beneath_own("skiff")).is_err());
+        assert!(
+            Hierarchy::from_tables(mi, "1:cpu:/\n", &Placement::beneath_own("skiff"), false)
+                .is_err()
+        );
     }
 }
