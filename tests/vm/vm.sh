@@ -256,9 +256,10 @@ else
     echo "skiff-vm init: no eth0"
 fi
 
-mount -t tmpfs -o mode=1777 tmp /tmp
-mount -t tmpfs -o mode=0755 var /var
-mkdir -p /var/lib /var/tmp /var/run
+# The root is a tmpfs already: /tmp and /var are writable as they are. No tmpfs over them,
+# which would hide files passed in under those paths (test binaries built in /tmp/...).
+mkdir -p /tmp /var/lib /var/tmp /var/run
+chmod 1777 /tmp /var/tmp
 
 export HOME=/root TERM=dumb
 cd /
