@@ -81,9 +81,53 @@ insecure = true
 CONF
 podman pull -q "127.0.0.1:$port/busybox:latest" >/dev/null
 
+# A long-running task for the footprint figures.
+cat > "$work/sleep.json" <<JSON
+{"family":"bench-sleep","networkMode":"none","containerDefinitions":[
+ {"name":"sleeper","image":"127.0.0.1:$port/busybox:latest","memory":64,"stopTimeout":1,"command":["sleep","600"]}]}
+JSON
+
 python3 - "$n" "$top/BENCHMARKS.md" "$skiff" "$work" "$port" <<'PY'
-import os, statistics, subprocess, sys, time, datetime, platform
+import os, statistics, subprocess, sys, time, datetime, platform, signal
 n, out, skiff, work, port = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+
+def private_kib(pid):
+    """Private (clean + dirty) memory of a process, from smaps_rollup."""
+    total = 0
+    for line in open(f"/proc/{pid}/smaps_rollup"):
+        if line.startswith(("Private_Clean:", "Private_Dirty:")):
+            total += int(line.split()[1])
+    return total
+
+def pids_of(pattern):
+    r = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
+    return [int(p) for p in r.stdout.split()]
+
+def wait_pids(pattern, limit=20):
+    t = time.time()
+    while time.time() - t < limit:
+        p = pids_of(pattern)
+        if p:
+            return p
+        time.sleep(0.1)
+    raise SystemExit(f"bench: no process matching {pattern}")
+
+# Footprint while one container sleeps: skiff's per-task shim and the foreground skiff run;
+# podman's conmon (its per-container monitor); runc run in the foreground.
+fp = {}
+sk = subprocess.Popen([skiff, "run", f"{work}/sleep.json"], stdout=subprocess.DEVNULL)
+shim = wait_pids(f"skiff shim --config {work}")[0]
+time.sleep(1)
+fp["skiff shim (per task)"] = private_kib(shim)
+fp["skiff run (foreground engine)"] = private_kib(sk.pid)
+sk.send_signal(signal.SIGINT); sk.wait()
+subprocess.run(["podman", "run", "-d", "--name", "skiff-bench-sleep", "--network", "none",
+                f"127.0.0.1:{port}/busybox:latest", "sleep", "600"], check=True, stdout=subprocess.DEVNULL)
+conmon = wait_pids("conmon.*skiff-bench-sleep")[0]
+time.sleep(1)
+fp["podman conmon (per container)"] = private_kib(conmon)
+subprocess.run(["podman", "rm", "-f", "-t", "0", "skiff-bench-sleep"], stdout=subprocess.DEVNULL)
+
 cmds = {
     "skiff run": [skiff, "run", f"{work}/true.json"],
     "runc run": ["runc", "run", "--bundle", f"{work}/bundle", "skiff-bench"],
@@ -129,6 +173,18 @@ underneath, `--network none --rm`.
 Caveat: the bundle umoci generates for runc carries a capability set, masked and read-only
 paths and rlimits, which skiff does not apply yet (the container runtime issue adds them);
 re-measure when it lands before reading the skiff/runc ratio as final.
+
+## Footprint: private memory of the processes that watch a running container
+
+One busybox `sleep` container running; Private_Clean + Private_Dirty from `smaps_rollup`
+(shared library pages not counted).
+
+| process | private KiB |
+|---|---|
+""" + "\n".join(f"| {k} | {v} |" for k, v in fp.items()) + """
+
+The shim is what stays per task (the agent will be one process for all tasks); conmon is what
+podman keeps per container.
 """
 open(out, "w").write(text)
 PY
