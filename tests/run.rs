@@ -114,30 +114,14 @@ fn memory_limit_is_enforced_in_the_cgroup() {
         "fits",
         &one("fits", "", r#"["sh","-c","dd if=/dev/zero of=/dev/null bs=10M count=1 2>/dev/null && echo fits; sleep 2"]"#),
     );
-    let child = env
-        .command(&["run", td.to_str().unwrap()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mem_parent = own_memory_cgroup_dir().join(&env.cgroup_parent);
-    let limit = wait_for(Duration::from_secs(20), || {
-        let task = std::fs::read_dir(&mem_parent)
-            .ok()?
-            .flatten()
-            .find(|e| e.path().is_dir())?;
-        let dir = task.path().join("fits");
-        // Limits are written before the container starts: wait for its process.
-        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).ok()?;
-        if procs.trim().is_empty() {
-            return None;
-        }
-        let v1 = std::fs::read_to_string(dir.join("memory.limit_in_bytes"));
-        let v2 = std::fs::read_to_string(dir.join("memory.max"));
-        v1.or(v2).ok()
-    })
-    .expect("container memory cgroup appeared");
-    assert_eq!(limit.trim(), (32u64 << 20).to_string());
+    let child = env.spawn(&td, &[]);
+    let limit_file = if is_v2() {
+        "memory.max"
+    } else {
+        "memory.limit_in_bytes"
+    };
+    let limit = read_num(&env.task_cgroup_file(Some("fits"), limit_file));
+    assert_eq!(limit, 32u64 << 20);
     let out = wait_output(child, Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
     assert_eq!(stdout(&out), "fits\n");
@@ -149,32 +133,14 @@ fn memory_limit_is_enforced_in_the_cgroup() {
 fn cpu_units_become_shares() {
     let env = Env::new();
     let td = env.taskdef("cpu", &one("cpu", r#","cpu":512"#, r#"["sleep","2"]"#));
-    let child = env
-        .command(&["run", td.to_str().unwrap()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let parents = env.cgroup_parent_dirs();
-    let shares = wait_for(Duration::from_secs(20), || {
-        parents.iter().find_map(|p| {
-            let task = std::fs::read_dir(p)
-                .ok()?
-                .flatten()
-                .find(|e| e.path().is_dir())?;
-            let dir = task.path().join("cpu");
-            std::fs::read_to_string(dir.join("cpu.shares"))
-                .or_else(|_| std::fs::read_to_string(dir.join("cpu.weight")))
-                .ok()
-        })
-    })
-    .expect("container cpu cgroup appeared");
-    let expected = if parents.iter().any(|p| p.starts_with("/sys/fs/cgroup/cpu")) {
-        "512"
+    let child = env.spawn(&td, &[]);
+    let (file, expected) = if is_v2() {
+        ("cpu.weight", 20)
     } else {
-        "20"
+        ("cpu.shares", 512)
     };
-    assert_eq!(shares.trim(), expected);
+    let shares = read_num(&env.task_cgroup_file(Some("cpu"), file));
+    assert_eq!(shares, expected);
     let out = wait_output(child, Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
 }
@@ -183,23 +149,17 @@ fn cpu_units_become_shares() {
 fn killed_by_a_signal_is_128_plus_signal_without_oom_reason() {
     let env = Env::new();
     let td = env.taskdef("victim", &one("victim", "", r#"["sleep","60"]"#));
-    let child = env
-        .command(&["run", td.to_str().unwrap()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = env.spawn(&td, &[]);
     // Kill the container's PID 1 from the host, found through its cgroup.
-    let mem_parent = own_memory_cgroup_dir().join(&env.cgroup_parent);
-    let pid: i32 = wait_for(Duration::from_secs(20), || {
-        let task = std::fs::read_dir(&mem_parent)
-            .ok()?
-            .flatten()
-            .find(|e| e.path().is_dir())?;
-        let procs = std::fs::read_to_string(task.path().join("victim/cgroup.procs")).ok()?;
-        procs.lines().next()?.trim().parse().ok()
-    })
-    .expect("container process appeared");
+    let procs = env.task_cgroup_file(Some("victim"), "cgroup.procs");
+    let pid: i32 = std::fs::read_to_string(procs)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     unsafe { libc::kill(pid, libc::SIGKILL) };
     let out = wait_output(child, Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(137), "stderr: {}", stderr(&out));
@@ -219,23 +179,8 @@ fn signal_when_started(
     container: &str,
     sig: i32,
 ) -> std::process::Output {
-    let child = env
-        .command(&["run", td.to_str().unwrap()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mem_parent = own_memory_cgroup_dir().join(&env.cgroup_parent);
-    wait_for(Duration::from_secs(20), || {
-        let task = std::fs::read_dir(&mem_parent)
-            .ok()?
-            .flatten()
-            .find(|e| e.path().is_dir())?;
-        let procs =
-            std::fs::read_to_string(task.path().join(container).join("cgroup.procs")).ok()?;
-        (!procs.trim().is_empty()).then_some(())
-    })
-    .expect("container process appeared");
+    let child = env.spawn(td, &[]);
+    env.task_cgroup_file(Some(container), "cgroup.procs");
     // Let the shell install its trap.
     std::thread::sleep(Duration::from_millis(300));
     unsafe { libc::kill(child.id() as i32, sig) };
