@@ -365,7 +365,7 @@ fn twenty_runs_in_a_row_leave_nothing_behind() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     top.sort();
-    assert_eq!(top, ["images", "layers", "tasks", "tmp"]);
+    assert_eq!(top, ["images", "layers", "locks", "refs", "tasks", "tmp"]);
 }
 
 #[test]

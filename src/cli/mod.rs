@@ -1,6 +1,7 @@
 //! Command-line entry: parse, then either enter the single-threaded shim (before any tokio
 //! runtime exists) or run a command on a tokio runtime.
 
+mod images;
 mod info;
 mod run;
 mod stats;
@@ -53,6 +54,14 @@ enum LogFormat {
 enum Cmd {
     /// Run a task definition here, in the foreground.
     Run(run::RunArgs),
+    /// Pull an image into the local store.
+    Pull(images::PullArgs),
+    /// List the images in the local store.
+    Images(images::ImagesArgs),
+    /// Remove images (references or digests) and the layers only they use.
+    Rmi(images::RmiArgs),
+    /// Remove unreferenced images, unused layers and stale temporary files.
+    Prune(images::PruneArgs),
     /// Utilization of running tasks (CPU, memory, network, block I/O, pids).
     Stats(stats::StatsArgs),
     /// This host's capacity and cgroup setup.
@@ -104,6 +113,10 @@ pub fn main() -> i32 {
         match cli.cmd {
             Cmd::Run(args) => run::run(args, cli.state_dir, placement).await,
             Cmd::Stats(args) => stats::run(args, &cli.state_dir).await,
+            Cmd::Pull(args) => images::pull(args, &cli.state_dir).await,
+            Cmd::Images(args) => images::images(args, &cli.state_dir),
+            Cmd::Rmi(args) => images::rmi(args, &cli.state_dir).await,
+            Cmd::Prune(args) => images::prune(args, &cli.state_dir).await,
             Cmd::Shim { .. } | Cmd::Info(_) => unreachable!("handled above"),
         }
     })

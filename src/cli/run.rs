@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use clap::Args;
 
+use super::images::PullOpts;
 use super::EXIT_RUNNER_ERROR;
 use crate::cgroup::Placement;
+use crate::image::PullBehavior;
 use crate::task::{run_foreground, LimitSettings, RunOptions};
 
 /// A task may hold this many processes unless told otherwise: enough for real services, few
@@ -28,14 +30,12 @@ pub struct RunArgs {
     /// Most processes per task; 0 = unlimited.
     #[arg(long, env = "ECS_TASK_PIDS_LIMIT", default_value_t = DEFAULT_TASK_PIDS_LIMIT)]
     task_pids_limit: u64,
-    /// A registry (host[:port]) to reach over plain HTTP although it is not on loopback.
-    /// Repeatable; SKIFF_INSECURE_REGISTRIES takes a comma-separated list.
-    #[arg(
-        long = "insecure-registry",
-        env = "SKIFF_INSECURE_REGISTRIES",
-        value_delimiter = ','
-    )]
-    insecure_registries: Vec<String>,
+    /// When to pull images (ECS_IMAGE_PULL_BEHAVIOR): default (pull; the cached image if the
+    /// registry fails), always, once, prefer-cached.
+    #[arg(long, env = "ECS_IMAGE_PULL_BEHAVIOR", default_value = "default")]
+    pull_behavior: PullBehavior,
+    #[command(flatten)]
+    pull: PullOpts,
 }
 
 pub async fn run(args: RunArgs, state_dir: PathBuf, cgroup: Placement) -> i32 {
@@ -81,7 +81,14 @@ pub async fn run(args: RunArgs, state_dir: PathBuf, cgroup: Placement) -> i32 {
     let opts = RunOptions {
         state_dir,
         cgroup,
-        insecure_registries: args.insecure_registries,
+        store: match args.pull.store_options() {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("skiff: {e}");
+                return EXIT_RUNNER_ERROR;
+            }
+        },
+        pull_behavior: args.pull_behavior,
         limits: LimitSettings {
             cpu_period_us: args.cpu_period_us,
             task_pids_limit: (args.task_pids_limit > 0).then_some(args.task_pids_limit),

@@ -1,13 +1,15 @@
 //! Images: references, the registry client, the local layer store and the layer applier.
 
 pub mod digest;
+pub mod gc;
 pub mod manifest;
+pub mod pipeline;
 pub mod reference;
 pub mod registry;
 pub mod store;
 pub mod unpack;
 
-pub use store::{Image, Store};
+pub use store::{Image, PullBehavior, Store, StoreOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {

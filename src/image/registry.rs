@@ -46,6 +46,17 @@ pub trait Registry: Send + Sync {
         r: &Reference,
         d: &Digest,
     ) -> impl std::future::Future<Output = Result<Response, RegistryError>> + Send;
+    /// Opens a blob from byte `offset` on, to resume a broken download. A registry may answer
+    /// with the whole blob (200 rather than 206): the caller skips what it has. This default
+    /// asks for the whole blob.
+    fn blob_from(
+        &self,
+        r: &Reference,
+        d: &Digest,
+        _offset: u64,
+    ) -> impl std::future::Future<Output = Result<Response, RegistryError>> + Send {
+        self.blob(r, d)
+    }
 }
 
 pub struct RegistryClient {

@@ -1,41 +1,124 @@
 //! The local image store under the state directory:
 //!
 //! ```text
-//! <state>/layers/<chain-id hex>/   one unpacked layer (an overlay lower directory)
-//! <state>/images/<manifest hex>.json   what an image needs to run (config + chain IDs)
-//! <state>/tmp/                      downloads and unpacks in progress
+//! <state>/layers/<chain-id hex>/        one unpacked layer (an overlay lower directory)
+//! <state>/layers/<chain-id hex>.size    its uncompressed size
+//! <state>/images/<manifest hex>.json    an image: config, chain IDs, size, pull and use times
+//! <state>/refs/<sha256(ref) hex>.json   a reference (name:tag) → manifest digest
+//! <state>/locks/                        flock files: one per layer, one for the store
+//! <state>/tmp/                          downloads and unpacks in progress
 //! ```
 //!
 //! A layer directory appears only by an atomic rename after its content was synced, so a
-//! crash never leaves a half layer that counts as present.
+//! crash never leaves a half layer that counts as present. A pull holds the store lock
+//! shared and each layer's lock exclusively while it fetches that layer (one download per
+//! layer, whatever number of pulls, in this process or another); garbage collection holds the
+//! store lock exclusively.
 
-use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
+use tokio::sync::Semaphore;
 
 use super::digest::Digest;
-use super::manifest::{self, ConfigFile, ImageConfig, Index, Manifest};
+use super::manifest::{self, ConfigFile, ImageConfig, Index, Manifest, Platform};
+use super::pipeline::{self, backoff, transient, LayerError, Progress, MAX_ATTEMPTS};
 use super::reference::Reference;
-use super::registry::{read_capped, root_cause, Registry, RegistryClient, RegistryError};
-use super::unpack::apply_layer;
+use super::registry::{read_capped, Registry, RegistryClient, RegistryError};
 use super::ImageError;
 
 /// What a container needs of its image, kept on disk per manifest.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Image {
+    /// The reference it was last pulled by.
     pub reference: String,
     pub manifest_digest: Digest,
     pub config: ImageConfig,
     /// Chain IDs, bottom layer first.
     pub chain_ids: Vec<Digest>,
+    /// Uncompressed bytes of its layers.
+    #[serde(default)]
+    pub size: u64,
+    /// `os/arch[/variant]`.
+    #[serde(default)]
+    pub platform: String,
+    /// Unix seconds.
+    #[serde(default)]
+    pub pulled_at: u64,
+    #[serde(default)]
+    pub last_used: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefRecord {
+    pub reference: String,
+    pub manifest_digest: Digest,
+}
+
+/// When `skiff run` fetches images (ECS_IMAGE_PULL_BEHAVIOR).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PullBehavior {
+    /// Pull; if the registry cannot be reached, use the cached image when there is one.
+    #[default]
+    Default,
+    /// Pull, and fail when the pull fails.
+    Always,
+    /// Pull only when the reference was never pulled here.
+    Once,
+    /// Use the cached image when there is one, else pull.
+    PreferCached,
+}
+
+impl std::str::FromStr for PullBehavior {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "default" => Ok(PullBehavior::Default),
+            "always" => Ok(PullBehavior::Always),
+            "once" => Ok(PullBehavior::Once),
+            "prefer-cached" => Ok(PullBehavior::PreferCached),
+            _ => Err(format!(
+                "{s:?} is not one of default, always, once, prefer-cached"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Registries besides loopback ones spoken to in plain HTTP.
+    pub insecure: Vec<String>,
+    /// Layers downloaded at once (per store).
+    pub max_concurrent_layers: usize,
+    /// The platform to pick from an index; the host's when None.
+    pub platform: Option<Platform>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            insecure: Vec::new(),
+            max_concurrent_layers: 3,
+            platform: None,
+        }
+    }
 }
 
 pub struct Store {
     root: PathBuf,
     registry: RegistryClient,
+    layer_slots: Arc<Semaphore>,
+    platform: Platform,
+}
+
+pub fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn random_hex() -> String {
@@ -44,23 +127,94 @@ fn random_hex() -> String {
     hex::encode(b)
 }
 
-impl Store {
-    /// Opens (creating) the store; `insecure` lists registries besides loopback ones that are
-    /// spoken to in plain HTTP.
-    pub fn open(state_dir: &Path, insecure: Vec<String>) -> Result<Store, ImageError> {
-        let root = state_dir.to_path_buf();
-        for d in ["layers", "images", "tmp"] {
-            let p = root.join(d);
-            std::fs::create_dir_all(&p).map_err(|e| ImageError::Io {
-                what: format!("create {}", p.display()),
-                source: e,
-            })?;
+fn io_err(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> ImageError {
+    let what = what.to_string();
+    move |source| ImageError::Io { what, source }
+}
+
+/// An flock held until dropped (closing the file releases it).
+pub struct FileLock {
+    _file: std::fs::File,
+}
+
+impl FileLock {
+    /// Blocks (on a blocking thread) until the lock is held.
+    pub async fn acquire(path: PathBuf, exclusive: bool) -> Result<FileLock, ImageError> {
+        tokio::task::spawn_blocking(move || FileLock::acquire_blocking(&path, exclusive))
+            .await
+            .map_err(|e| ImageError::Io {
+                what: "lock".into(),
+                source: std::io::Error::other(e),
+            })?
+    }
+
+    pub fn acquire_blocking(path: &Path, exclusive: bool) -> Result<FileLock, ImageError> {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(io_err(format!("open lock {}", path.display())))?;
+        let op = if exclusive {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_SH
+        };
+        loop {
+            if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
+                return Ok(FileLock { _file: f });
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(io_err(format!("lock {}", path.display()))(e));
+            }
         }
-        let registry = RegistryClient::new(insecure).map_err(|e| ImageError::Registry {
+    }
+}
+
+/// Writes `body` to `path` through a synced temporary file and a rename.
+pub fn write_atomic(tmp_dir: &Path, path: &Path, body: &[u8]) -> Result<(), ImageError> {
+    use std::io::Write;
+    let tmp = tmp_dir.join(format!("{}.part", random_hex()));
+    let io = io_err(format!("write {}", path.display()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(body)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(io)
+}
+
+fn ref_key(reference: &str) -> String {
+    Digest::of(reference.as_bytes()).hex().to_string()
+}
+
+impl Store {
+    /// Opens (creating) the store.
+    pub fn open(state_dir: &Path, opts: StoreOptions) -> Result<Store, ImageError> {
+        let root = state_dir.to_path_buf();
+        for d in ["layers", "images", "refs", "locks", "tmp"] {
+            let p = root.join(d);
+            std::fs::create_dir_all(&p).map_err(io_err(format!("create {}", p.display())))?;
+        }
+        let registry = RegistryClient::new(opts.insecure).map_err(|e| ImageError::Registry {
             image: String::new(),
             source: e,
         })?;
-        Ok(Store { root, registry })
+        Ok(Store {
+            root,
+            registry,
+            layer_slots: Arc::new(Semaphore::new(opts.max_concurrent_layers.max(1))),
+            platform: opts.platform.unwrap_or_else(manifest::host_platform),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     /// The overlay lower directory of a layer stack.
@@ -68,23 +222,196 @@ impl Store {
         self.root.join("layers").join(chain_id.hex())
     }
 
+    pub(crate) fn ref_path(&self, reference: &str) -> PathBuf {
+        self.root
+            .join("refs")
+            .join(format!("{}.json", ref_key(reference)))
+    }
+
+    fn image_path(&self, d: &Digest) -> PathBuf {
+        self.root.join("images").join(format!("{}.json", d.hex()))
+    }
+
+    /// The image a reference was last pulled as, if any.
+    pub fn local(&self, image: &str) -> Option<Image> {
+        let r = Reference::parse(image).ok()?;
+        let rec: RefRecord = read_json(&self.ref_path(&r.to_string()))?;
+        self.image(&rec.manifest_digest)
+    }
+
+    pub fn image(&self, d: &Digest) -> Option<Image> {
+        read_json(&self.image_path(d))
+    }
+
+    /// Every image record, and the references that point at each.
+    pub fn list(&self) -> Vec<(Image, Vec<String>)> {
+        let refs = self.refs();
+        let mut out: Vec<(Image, Vec<String>)> = read_dir_json::<Image>(&self.root.join("images"))
+            .into_iter()
+            .map(|img| {
+                let names = refs
+                    .iter()
+                    .filter(|r| r.manifest_digest == img.manifest_digest)
+                    .map(|r| r.reference.clone())
+                    .collect();
+                (img, names)
+            })
+            .collect();
+        out.sort_by_key(|x| std::cmp::Reverse(x.0.pulled_at));
+        out
+    }
+
+    pub fn refs(&self) -> Vec<RefRecord> {
+        read_dir_json(&self.root.join("refs"))
+    }
+
+    /// Marks an image as used now (for the cleanup policy).
+    pub fn touch(&self, img: &Image) {
+        if let Some(mut rec) = self.image(&img.manifest_digest) {
+            rec.last_used = now_unix();
+            let body = serde_json::to_vec_pretty(&rec).expect("record serializes");
+            let _ = write_atomic(
+                &self.root.join("tmp"),
+                &self.image_path(&rec.manifest_digest),
+                &body,
+            );
+        }
+    }
+
+    /// Gives an image for `image` according to `behavior`, pulling when needed.
+    pub async fn ensure(
+        &self,
+        image: &str,
+        behavior: PullBehavior,
+        progress: &dyn Progress,
+    ) -> Result<Image, ImageError> {
+        let cached = || self.local(image).filter(|img| self.layers_present(img));
+        let img = match behavior {
+            PullBehavior::Always => self.pull(image, progress).await?,
+            PullBehavior::Once | PullBehavior::PreferCached => match cached() {
+                Some(img) => img,
+                None => self.pull(image, progress).await?,
+            },
+            PullBehavior::Default => match self.pull(image, progress).await {
+                Ok(img) => img,
+                Err(e @ ImageError::Registry { .. }) => match cached() {
+                    Some(img) => {
+                        tracing::warn!(image, error = %e, "pull failed; using the cached image");
+                        img
+                    }
+                    None => return Err(e),
+                },
+                Err(e) => return Err(e),
+            },
+        };
+        self.touch(&img);
+        Ok(img)
+    }
+
+    fn layers_present(&self, img: &Image) -> bool {
+        img.chain_ids.iter().all(|c| self.layer_dir(c).is_dir())
+    }
+
     /// Resolves `image` at the registry and makes sure all its layers are unpacked locally.
-    pub async fn pull(&self, image: &str) -> Result<Image, ImageError> {
+    pub async fn pull(&self, image: &str, progress: &dyn Progress) -> Result<Image, ImageError> {
         let r = Reference::parse(image).map_err(|msg| ImageError::Reference {
             image: image.to_string(),
             msg,
         })?;
+        let _store_lock = FileLock::acquire(self.root.join("locks").join("store"), false).await?;
+        let (manifest, manifest_digest) = self.resolve(&r).await?;
+
+        let image_name = r.to_string();
+        let verify = |msg: String| ImageError::Verify {
+            image: image_name.clone(),
+            msg,
+        };
+        if manifest.config.size > manifest::MAX_CONFIG_BYTES {
+            return Err(verify(format!(
+                "config of {} bytes is too large",
+                manifest.config.size
+            )));
+        }
+        let cfg_bytes = retry(|| async {
+            let resp = self.registry.blob(&r, &manifest.config.digest).await?;
+            read_capped(resp, manifest.config.size, "config").await
+        })
+        .await
+        .map_err(|source| ImageError::Registry {
+            image: r.to_string(),
+            source,
+        })?;
+        if Digest::of(&cfg_bytes) != manifest.config.digest {
+            return Err(verify(format!(
+                "config {}: digest mismatch",
+                manifest.config.digest
+            )));
+        }
+        let cfg: ConfigFile = serde_json::from_slice(&cfg_bytes)
+            .map_err(|e| verify(format!("bad image config: {e}")))?;
+        let want = &self.platform;
+        if (!cfg.os.is_empty() && cfg.os != want.os)
+            || (!cfg.architecture.is_empty() && cfg.architecture != want.architecture)
+        {
+            return Err(ImageError::Unsupported {
+                image: r.to_string(),
+                msg: format!(
+                    "image is for {}/{}, wanted {}/{}",
+                    cfg.os, cfg.architecture, want.os, want.architecture
+                ),
+            });
+        }
+        if cfg.rootfs.diff_ids.len() != manifest.layers.len() {
+            return Err(verify(format!(
+                "manifest has {} layers but the config lists {} diff IDs",
+                manifest.layers.len(),
+                cfg.rootfs.diff_ids.len()
+            )));
+        }
+        let chain_ids = Digest::chain_ids(&cfg.rootfs.diff_ids);
+        let jobs = manifest.layers.iter().enumerate().map(|(i, desc)| {
+            let diff_id = cfg.rootfs.diff_ids[i].clone();
+            let chain = chain_ids[i].clone();
+            let r = &r;
+            async move { self.ensure_layer(r, desc, &diff_id, &chain, progress).await }
+        });
+        let sizes = futures_util::future::try_join_all(jobs).await?;
+
+        let old = self.image(&manifest_digest);
+        let img = Image {
+            reference: r.to_string(),
+            manifest_digest: manifest_digest.clone(),
+            config: cfg.config.unwrap_or_default(),
+            chain_ids,
+            size: sizes.iter().sum(),
+            platform: match &want.variant {
+                Some(v) => format!("{}/{}/{v}", want.os, want.architecture),
+                None => format!("{}/{}", want.os, want.architecture),
+            },
+            pulled_at: now_unix(),
+            last_used: old.map(|o| o.last_used).unwrap_or(0),
+        };
+        let tmp = self.root.join("tmp");
+        let body = serde_json::to_vec_pretty(&img).expect("image record serializes");
+        write_atomic(&tmp, &self.image_path(&manifest_digest), &body)?;
+        let rec = RefRecord {
+            reference: r.to_string(),
+            manifest_digest,
+        };
+        let body = serde_json::to_vec_pretty(&rec).expect("ref serializes");
+        write_atomic(&tmp, &self.ref_path(&rec.reference), &body)?;
+        Ok(img)
+    }
+
+    /// Follows indexes to the manifest of our platform; verifies digests on the way.
+    async fn resolve(&self, r: &Reference) -> Result<(Manifest, Digest), ImageError> {
         let reg_err = |source: RegistryError| ImageError::Registry {
             image: r.to_string(),
             source,
         };
-        let want = manifest::host_platform();
         let mut reference = r.manifest_ref();
-        let mut depth = 0;
-        let (manifest, manifest_digest) = loop {
-            let (body, header_type, digest) = self
-                .registry
-                .manifest(&r, &reference)
+        for _depth in 0..5 {
+            let (body, header_type, digest) = retry(|| self.registry.manifest(r, &reference))
                 .await
                 .map_err(reg_err)?;
             if let Ok(expected) = Digest::parse(&reference) {
@@ -95,37 +422,24 @@ impl Store {
                     });
                 }
             }
-            let media_type = media_type_of(&body, &header_type);
-            match media_type.as_str() {
+            let bad = |what: &str, e: serde_json::Error| ImageError::Verify {
+                image: r.to_string(),
+                msg: format!("bad {what}: {e}"),
+            };
+            match media_type_of(&body, &header_type).as_str() {
                 manifest::OCI_INDEX | manifest::DOCKER_LIST => {
-                    depth += 1;
-                    if depth > 4 {
-                        return Err(ImageError::Unsupported {
-                            image: r.to_string(),
-                            msg: "image indexes nested too deep".into(),
-                        });
-                    }
-                    let idx: Index = serde_json::from_slice(&body).map_err(|e| ImageError::Verify {
-                        image: r.to_string(),
-                        msg: format!("bad image index: {e}"),
-                    })?;
-                    let d = manifest::choose_platform(&idx, &want).ok_or_else(|| {
+                    let idx: Index = serde_json::from_slice(&body).map_err(|e| bad("image index", e))?;
+                    let d = manifest::choose_platform(&idx, &self.platform).ok_or_else(|| {
                         ImageError::Unsupported {
                             image: r.to_string(),
-                            msg: format!(
-                                "no image for platform {}/{}",
-                                want.os, want.architecture
-                            ),
+                            msg: format!("no image for platform {}", platform_string(&self.platform)),
                         }
                     })?;
                     reference = d.digest.to_string();
                 }
                 manifest::OCI_MANIFEST | manifest::DOCKER_MANIFEST => {
-                    let m: Manifest = serde_json::from_slice(&body).map_err(|e| ImageError::Verify {
-                        image: r.to_string(),
-                        msg: format!("bad manifest: {e}"),
-                    })?;
-                    break (m, digest);
+                    let m: Manifest = serde_json::from_slice(&body).map_err(|e| bad("manifest", e))?;
+                    return Ok((m, digest));
                 }
                 manifest::DOCKER_SCHEMA1 | manifest::DOCKER_SCHEMA1_SIGNED => {
                     return Err(ImageError::Unsupported {
@@ -140,92 +454,11 @@ impl Store {
                     })
                 }
             }
-        };
-
-        // The config.
-        if manifest.config.size > manifest::MAX_CONFIG_BYTES {
-            return Err(ImageError::Verify {
-                image: r.to_string(),
-                msg: format!("config of {} bytes is too large", manifest.config.size),
-            });
         }
-        let resp = self
-            .registry
-            .blob(&r, &manifest.config.digest)
-            .await
-            .map_err(reg_err)?;
-        let cfg_bytes = read_capped(resp, manifest.config.size, "config")
-            .await
-            .map_err(reg_err)?;
-        if Digest::of(&cfg_bytes) != manifest.config.digest {
-            return Err(ImageError::Verify {
-                image: r.to_string(),
-                msg: format!("config {}: digest mismatch", manifest.config.digest),
-            });
-        }
-        let cfg: ConfigFile =
-            serde_json::from_slice(&cfg_bytes).map_err(|e| ImageError::Verify {
-                image: r.to_string(),
-                msg: format!("bad image config: {e}"),
-            })?;
-        if (!cfg.os.is_empty() && cfg.os != want.os)
-            || (!cfg.architecture.is_empty() && cfg.architecture != want.architecture)
-        {
-            return Err(ImageError::Unsupported {
-                image: r.to_string(),
-                msg: format!(
-                    "image is for {}/{}, this host is {}/{}",
-                    cfg.os, cfg.architecture, want.os, want.architecture
-                ),
-            });
-        }
-        if cfg.rootfs.diff_ids.len() != manifest.layers.len() {
-            return Err(ImageError::Verify {
-                image: r.to_string(),
-                msg: format!(
-                    "manifest has {} layers but the config lists {} diff IDs",
-                    manifest.layers.len(),
-                    cfg.rootfs.diff_ids.len()
-                ),
-            });
-        }
-        let chain_ids = Digest::chain_ids(&cfg.rootfs.diff_ids);
-
-        let jobs = manifest.layers.iter().enumerate().map(|(i, desc)| {
-            let diff_id = cfg.rootfs.diff_ids[i].clone();
-            let chain = chain_ids[i].clone();
-            let r = &r;
-            async move { self.ensure_layer(r, desc, &diff_id, &chain).await }
-        });
-        futures_util::future::try_join_all(jobs).await?;
-
-        let img = Image {
-            reference: r.to_string(),
-            manifest_digest,
-            config: cfg.config.unwrap_or_default(),
-            chain_ids,
-        };
-        self.save_record(&img)?;
-        Ok(img)
-    }
-
-    fn save_record(&self, img: &Image) -> Result<(), ImageError> {
-        let path = self
-            .root
-            .join("images")
-            .join(format!("{}.json", img.manifest_digest.hex()));
-        let tmp = self
-            .root
-            .join("tmp")
-            .join(format!("{}.image", random_hex()));
-        let io = |e| ImageError::Io {
-            what: format!("write {}", path.display()),
-            source: e,
-        };
-        let body = serde_json::to_vec_pretty(img).expect("image record serializes");
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        f.write_all(&body).and_then(|_| f.sync_all()).map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)
+        Err(ImageError::Unsupported {
+            image: r.to_string(),
+            msg: "image indexes nested too deep".into(),
+        })
     }
 
     async fn ensure_layer(
@@ -234,10 +467,22 @@ impl Store {
         desc: &manifest::Descriptor,
         diff_id: &Digest,
         chain_id: &Digest,
-    ) -> Result<(), ImageError> {
+        progress: &dyn Progress,
+    ) -> Result<u64, ImageError> {
         let final_dir = self.layer_dir(chain_id);
+        let size_file = self
+            .root
+            .join("layers")
+            .join(format!("{}.size", chain_id.hex()));
+        let present = |p: &dyn Progress| {
+            p.layer_present(&desc.digest);
+            std::fs::read_to_string(&size_file)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0)
+        };
         if final_dir.is_dir() {
-            return Ok(());
+            return Ok(present(progress));
         }
         let mt = desc.media_type.as_str();
         if mt.contains("encrypted") {
@@ -252,158 +497,86 @@ impl Store {
                 msg: format!("layer {}: unknown media type {mt:?}", desc.digest),
             });
         }
-        let tag = random_hex();
-        let blob_path = self.root.join("tmp").join(format!("{tag}.blob"));
-        let unpack_dir = self.root.join("tmp").join(format!("{tag}.layer"));
-        let result = self
-            .fetch_and_unpack(r, desc, diff_id, &blob_path, &unpack_dir, &final_dir)
-            .await;
-        let _ = std::fs::remove_file(&blob_path);
+        // One fetch per layer: whoever holds its lock fetches, the others find it present.
+        let _lock = FileLock::acquire(self.root.join("locks").join(chain_id.hex()), true).await?;
+        if final_dir.is_dir() {
+            return Ok(present(progress));
+        }
+        let _slot = self.layer_slots.acquire().await.expect("semaphore open");
+        let unpack_dir = self
+            .root
+            .join("tmp")
+            .join(format!("{}.layer", random_hex()));
+        let result = pipeline::fetch_layer(
+            &self.registry,
+            r,
+            desc,
+            diff_id,
+            unpack_dir.clone(),
+            progress,
+        )
+        .await;
+        let outcome = match result {
+            Ok(size) => std::fs::write(&size_file, size.to_string())
+                .and_then(|_| std::fs::rename(&unpack_dir, &final_dir))
+                .map(|_| size)
+                .map_err(io_err(format!("commit layer {}", final_dir.display()))),
+            Err(e) => Err(match e {
+                LayerError::Registry(source) => ImageError::Registry {
+                    image: r.to_string(),
+                    source,
+                },
+                other => ImageError::Verify {
+                    image: r.to_string(),
+                    msg: format!("layer {}: {other}", desc.digest),
+                },
+            }),
+        };
         if unpack_dir.exists() {
             let _ = std::fs::remove_dir_all(&unpack_dir);
         }
-        result
+        outcome
     }
+}
 
-    async fn fetch_and_unpack(
-        &self,
-        r: &Reference,
-        desc: &manifest::Descriptor,
-        diff_id: &Digest,
-        blob_path: &Path,
-        unpack_dir: &Path,
-        final_dir: &Path,
-    ) -> Result<(), ImageError> {
-        let image = r.to_string();
-        let layer = desc.digest.to_string();
-        let layer_err = |msg: String| ImageError::Verify {
-            image: image.clone(),
-            msg: format!("layer {layer}: {msg}"),
-        };
-        // Download, hashing as the bytes arrive, never past the descriptor's size.
-        let resp = self
-            .registry
-            .blob(r, &desc.digest)
-            .await
-            .map_err(|e| ImageError::Registry {
-                image: image.clone(),
-                source: e,
-            })?;
-        let mut file = tokio::fs::File::create(blob_path)
-            .await
-            .map_err(|e| ImageError::Io {
-                what: format!("create {}", blob_path.display()),
-                source: e,
-            })?;
-        let mut hasher = Sha256::new();
-        let mut total: u64 = 0;
-        let mut stream = resp.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| layer_err(format!("download: {}", root_cause(&e))))?;
-            total += chunk.len() as u64;
-            if total > desc.size {
-                return Err(layer_err(format!(
-                    "registry sent more than the {} bytes announced",
-                    desc.size
-                )));
+/// Retries transient registry failures with backoff.
+async fn retry<T, F, Fut>(mut f: F) -> Result<T, RegistryError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, RegistryError>>,
+{
+    let mut attempt = 0;
+    loop {
+        match f().await {
+            Err(e) if transient(&e) && attempt + 1 < MAX_ATTEMPTS => {
+                tracing::debug!(error = %e, attempt, "retrying");
+                tokio::time::sleep(backoff(attempt)).await;
+                attempt += 1;
             }
-            hasher.update(&chunk);
-            tokio::io::AsyncWriteExt::write_all(&mut file, &chunk)
-                .await
-                .map_err(|e| ImageError::Io {
-                    what: format!("write {}", blob_path.display()),
-                    source: e,
-                })?;
+            other => return other,
         }
-        drop(file);
-        if total != desc.size {
-            return Err(layer_err(format!(
-                "got {total} bytes, expected {}",
-                desc.size
-            )));
-        }
-        let got = Digest::from_hasher(hasher);
-        if got != desc.digest {
-            return Err(layer_err(format!("digest mismatch: got {got}")));
-        }
-
-        // Decompress, hash (diff ID) and apply on a blocking thread.
-        let blob_path = blob_path.to_path_buf();
-        let unpack_dir = unpack_dir.to_path_buf();
-        let final_dir = final_dir.to_path_buf();
-        let diff_id = diff_id.clone();
-        tokio::task::spawn_blocking(move || -> Result<(), String> {
-            std::fs::create_dir(&unpack_dir)
-                .map_err(|e| format!("create {}: {e}", unpack_dir.display()))?;
-            let mut f = std::fs::File::open(&blob_path).map_err(|e| e.to_string())?;
-            let mut magic = [0u8; 4];
-            let n = read_full(&mut f, &mut magic).map_err(|e| e.to_string())?;
-            let head = std::io::Cursor::new(magic[..n].to_vec()).chain(f);
-            let reader: Box<dyn Read> = if n >= 2 && magic[..2] == [0x1f, 0x8b] {
-                Box::new(flate2::read::MultiGzDecoder::new(head))
-            } else if n == 4 && magic == [0x28, 0xb5, 0x2f, 0xfd] {
-                return Err("zstd layers are not supported yet".into());
-            } else {
-                Box::new(head)
-            };
-            let mut hashing = HashingReader {
-                inner: reader,
-                hasher: Sha256::new(),
-            };
-            apply_layer(&mut hashing, &unpack_dir).map_err(|e| e.to_string())?;
-            // Trailing bytes after the tar end belong to the diff ID too.
-            std::io::copy(&mut hashing, &mut std::io::sink()).map_err(|e| e.to_string())?;
-            let got = Digest::from_hasher(hashing.hasher);
-            if got != diff_id {
-                return Err(format!(
-                    "diff ID mismatch: got {got}, config says {diff_id}"
-                ));
-            }
-            sync_fs(&unpack_dir).map_err(|e| format!("sync: {e}"))?;
-            match std::fs::rename(&unpack_dir, &final_dir) {
-                Ok(()) => Ok(()),
-                // Another pull finished the same layer first: theirs is as good as ours.
-                Err(_) if final_dir.is_dir() => Ok(()),
-                Err(e) => Err(format!("rename into place: {e}")),
-            }
-        })
-        .await
-        .map_err(|e| layer_err(format!("unpack task failed: {e}")))?
-        .map_err(layer_err)
     }
 }
 
-fn read_full(f: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
+pub fn platform_string(p: &Platform) -> String {
+    match &p.variant {
+        Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+        None => format!("{}/{}", p.os, p.architecture),
     }
-    Ok(n)
 }
 
-fn sync_fs(dir: &Path) -> std::io::Result<()> {
-    let f = std::fs::File::open(dir)?;
-    use std::os::fd::AsRawFd;
-    if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+fn read_json<T: serde::de::DeserializeOwned>(p: &Path) -> Option<T> {
+    serde_json::from_slice(&std::fs::read(p).ok()?).ok()
 }
 
-struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
+fn read_dir_json<T: serde::de::DeserializeOwned>(dir: &Path) -> Vec<T> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .filter_map(|e| read_json(&e.path()))
+        .collect()
 }
 
 /// The manifest's media type: the body's `mediaType` when present, else the header's.

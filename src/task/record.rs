@@ -21,6 +21,9 @@ pub struct TaskRecord {
 pub struct ContainerRecord {
     pub name: String,
     pub image: String,
+    /// The manifest digest the image resolved to (keeps it from garbage collection).
+    #[serde(default)]
+    pub image_digest: String,
     pub cgroup: Cgroup,
 }
 

@@ -15,7 +15,8 @@ use super::limits::{container_limits, task_limits, LimitSettings};
 use super::record::{self, ContainerRecord, TaskRecord};
 use super::{TaskError, OOM_REASON};
 use crate::cgroup::{Cgroup, Hierarchy, Placement};
-use crate::image::{Image, Store};
+use crate::image::pipeline::Quiet;
+use crate::image::{Image, PullBehavior, Store, StoreOptions};
 use crate::runtime::proto::{Command, Event, ShimConfig, EVENT_FD};
 use crate::runtime::spec::{merge_process, parse_signal, ContainerSpec};
 use crate::taskdef::{NetworkMode, TaskDefinition};
@@ -23,8 +24,8 @@ use crate::taskdef::{NetworkMode, TaskDefinition};
 pub struct RunOptions {
     pub state_dir: PathBuf,
     pub cgroup: Placement,
-    /// Registries besides loopback ones that are spoken to in plain HTTP.
-    pub insecure_registries: Vec<String>,
+    pub store: StoreOptions,
+    pub pull_behavior: PullBehavior,
     /// Used for containers without `stopTimeout` (ECS_CONTAINER_STOP_TIMEOUT, default 30 s).
     pub default_stop_timeout: Duration,
     pub limits: LimitSettings,
@@ -95,11 +96,15 @@ async fn run_inner(
     tracing::info!(task = %task_id, family = %td.family, "starting task");
 
     // Images, each once, in parallel; a signal aborts the pull.
-    let store = Store::open(&opts.state_dir, opts.insecure_registries.clone())?;
+    let store = Store::open(&opts.state_dir, opts.store.clone())?;
     let mut unique: Vec<&str> = td.containers.iter().map(|c| c.image.as_str()).collect();
     unique.sort();
     unique.dedup();
-    let pulls = futures_util::future::try_join_all(unique.iter().map(|i| store.pull(i)));
+    let pulls = futures_util::future::try_join_all(
+        unique
+            .iter()
+            .map(|i| store.ensure(i, opts.pull_behavior, &Quiet)),
+    );
     let images: Vec<Image> = tokio::select! {
         r = pulls => r?,
         _ = sigint.recv() => return Err(TaskError::Interrupted),
@@ -200,6 +205,7 @@ async fn run_inner(
             .map(|(c, s)| ContainerRecord {
                 name: c.name.clone(),
                 image: c.image.clone(),
+                image_digest: images[c.image.as_str()].manifest_digest.to_string(),
                 cgroup: s.cgroup.clone(),
             })
             .collect(),

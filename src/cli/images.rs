@@ -1,0 +1,426 @@
+//! `skiff pull`, `skiff images`, `skiff rmi`, `skiff prune`, and the image options that
+//! `skiff run` shares.
+
+use std::collections::HashSet;
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+
+use super::EXIT_RUNNER_ERROR;
+use crate::image::digest::Digest;
+use crate::image::gc::{CleanupPolicy, Removed};
+use crate::image::manifest::Platform;
+use crate::image::pipeline::{Progress, Quiet};
+use crate::image::store::now_unix;
+use crate::image::{Store, StoreOptions};
+use crate::task::record;
+
+/// Registry and platform options of every command that pulls.
+#[derive(Args, Clone)]
+pub struct PullOpts {
+    /// A registry (host[:port]) to reach over plain HTTP although it is not on loopback.
+    /// Repeatable; SKIFF_INSECURE_REGISTRIES takes a comma-separated list.
+    #[arg(
+        long = "insecure-registry",
+        env = "SKIFF_INSECURE_REGISTRIES",
+        value_delimiter = ','
+    )]
+    insecure_registries: Vec<String>,
+    /// The platform to pull from a multi-platform image: os/arch[/variant] (default: this host's).
+    #[arg(long)]
+    platform: Option<String>,
+    /// Layers downloaded at once.
+    #[arg(long, env = "SKIFF_MAX_CONCURRENT_DOWNLOADS", default_value_t = 3,
+          value_parser = clap::value_parser!(u64).range(1..=32))]
+    max_concurrent_downloads: u64,
+}
+
+pub fn parse_platform(s: &str) -> Result<Platform, String> {
+    let parts: Vec<&str> = s.split('/').collect();
+    let ok = |x: &&str| !x.is_empty() && x.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    match parts.as_slice() {
+        [os, arch] if ok(os) && ok(arch) => Ok(Platform {
+            os: os.to_string(),
+            architecture: arch.to_string(),
+            variant: None,
+        }),
+        [os, arch, v] if ok(os) && ok(arch) && ok(v) => Ok(Platform {
+            os: os.to_string(),
+            architecture: arch.to_string(),
+            variant: Some(v.to_string()),
+        }),
+        _ => Err(format!(
+            "--platform {s:?}: expected os/arch[/variant], like linux/arm64 or linux/arm/v7"
+        )),
+    }
+}
+
+impl PullOpts {
+    pub fn store_options(&self) -> Result<StoreOptions, String> {
+        Ok(StoreOptions {
+            insecure: self.insecure_registries.clone(),
+            max_concurrent_layers: self.max_concurrent_downloads as usize,
+            platform: self.platform.as_deref().map(parse_platform).transpose()?,
+        })
+    }
+}
+
+/// Manifest digests of the images running tasks use.
+pub fn images_in_use(state_dir: &Path) -> HashSet<String> {
+    record::list(state_dir)
+        .into_iter()
+        .flat_map(|t| t.containers.into_iter().map(|c| c.image_digest))
+        .filter(|d| !d.is_empty())
+        .collect()
+}
+
+fn human(b: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b}B")
+    } else {
+        format!("{v:.1}{}", U[i])
+    }
+}
+
+fn short(d: &Digest) -> String {
+    d.hex()[..12].to_string()
+}
+
+/// Progress on a terminal: one line per layer, redrawn in place.
+struct Bars {
+    state: Mutex<BarState>,
+}
+
+struct BarState {
+    layers: Vec<(Digest, u64, u64, &'static str)>,
+    drawn: usize,
+    last: Instant,
+}
+
+impl Bars {
+    fn update(
+        &self,
+        d: &Digest,
+        f: impl FnOnce(&mut (Digest, u64, u64, &'static str)),
+        force: bool,
+    ) {
+        let mut s = self.state.lock().unwrap();
+        if !s.layers.iter().any(|l| &l.0 == d) {
+            s.layers.push((d.clone(), 0, 0, "waiting"));
+        }
+        let l = s.layers.iter_mut().find(|l| &l.0 == d).unwrap();
+        f(l);
+        if !force && s.last.elapsed() < Duration::from_millis(100) {
+            return;
+        }
+        s.last = Instant::now();
+        let mut out = String::new();
+        if s.drawn > 0 {
+            out.push_str(&format!("\x1b[{}A", s.drawn));
+        }
+        for (d, size, done, what) in &s.layers {
+            let width = 30usize;
+            let filled = if *size > 0 {
+                (*done as f64 / *size as f64 * width as f64) as usize
+            } else {
+                0
+            };
+            out.push_str(&format!(
+                "\x1b[2K{} [{}{}] {:>9} / {:<9} {what}\n",
+                short(d),
+                "=".repeat(filled.min(width)),
+                " ".repeat(width - filled.min(width)),
+                human(*done),
+                human(*size)
+            ));
+        }
+        s.drawn = s.layers.len();
+        let _ = std::io::stderr().write_all(out.as_bytes());
+    }
+}
+
+impl Progress for Bars {
+    fn layer_start(&self, d: &Digest, size: u64) {
+        self.update(
+            d,
+            |l| {
+                l.1 = size;
+                l.3 = "downloading"
+            },
+            true,
+        );
+    }
+    fn layer_bytes(&self, d: &Digest, done: u64) {
+        self.update(d, |l| l.2 = done, false);
+    }
+    fn layer_retry(&self, d: &Digest, _why: &str) {
+        self.update(d, |l| l.3 = "retrying", true);
+    }
+    fn layer_done(&self, d: &Digest) {
+        self.update(
+            d,
+            |l| {
+                l.2 = l.1;
+                l.3 = "done"
+            },
+            true,
+        );
+    }
+    fn layer_present(&self, d: &Digest) {
+        self.update(d, |l| l.3 = "already present", true);
+    }
+}
+
+/// Progress when stderr is not a terminal: a line per event.
+struct Lines;
+
+impl Progress for Lines {
+    fn layer_start(&self, d: &Digest, size: u64) {
+        eprintln!("{}: downloading {}", short(d), human(size));
+    }
+    fn layer_retry(&self, d: &Digest, why: &str) {
+        eprintln!("{}: retrying: {why}", short(d));
+    }
+    fn layer_done(&self, d: &Digest) {
+        eprintln!("{}: done", short(d));
+    }
+    fn layer_present(&self, d: &Digest) {
+        eprintln!("{}: already present", short(d));
+    }
+}
+
+#[derive(Args)]
+pub struct PullArgs {
+    /// The image: [registry[:port]/]repo[:tag][@sha256:...]
+    image: String,
+    /// No progress output.
+    #[arg(long, short)]
+    quiet: bool,
+    #[command(flatten)]
+    opts: PullOpts,
+}
+
+pub async fn pull(args: PullArgs, state_dir: &Path) -> i32 {
+    let fail = |e: String| {
+        eprintln!("skiff: {e}");
+        EXIT_RUNNER_ERROR
+    };
+    let opts = match args.opts.store_options() {
+        Ok(o) => o,
+        Err(e) => return fail(e),
+    };
+    let store = match Store::open(state_dir, opts) {
+        Ok(s) => s,
+        Err(e) => return fail(e.to_string()),
+    };
+    let progress: Box<dyn Progress> = if args.quiet {
+        Box::new(Quiet)
+    } else if std::io::stderr().is_terminal() {
+        Box::new(Bars {
+            state: Mutex::new(BarState {
+                layers: vec![],
+                drawn: 0,
+                last: Instant::now(),
+            }),
+        })
+    } else {
+        Box::new(Lines)
+    };
+    let started = Instant::now();
+    match store.pull(&args.image, progress.as_ref()).await {
+        Ok(img) => {
+            if !args.quiet {
+                eprintln!(
+                    "pulled {} ({}, {}, {} layers, {}) in {:.1}s",
+                    img.reference,
+                    img.manifest_digest,
+                    img.platform,
+                    img.chain_ids.len(),
+                    human(img.size),
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            println!("{}", img.manifest_digest);
+            0
+        }
+        Err(e) => fail(format!("CannotPullContainerError: {e}")),
+    }
+}
+
+#[derive(Args)]
+pub struct ImagesArgs {
+    /// JSON lines.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn images(args: ImagesArgs, state_dir: &Path) -> i32 {
+    let store = match Store::open(state_dir, StoreOptions::default()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("skiff: {e}");
+            return EXIT_RUNNER_ERROR;
+        }
+    };
+    let in_use = images_in_use(state_dir);
+    let now = now_unix();
+    let ago = |t: u64| {
+        if t == 0 {
+            return "never".to_string();
+        }
+        let s = now.saturating_sub(t);
+        match s {
+            0..=59 => format!("{s}s ago"),
+            60..=3599 => format!("{}m ago", s / 60),
+            3600..=86_399 => format!("{}h ago", s / 3600),
+            _ => format!("{}d ago", s / 86_400),
+        }
+    };
+    if !args.json {
+        println!(
+            "{:<50} {:<14} {:>9} {:<14} {:<10} {:<5}",
+            "REFERENCE", "DIGEST", "SIZE", "PULLED", "USED", "IN USE"
+        );
+    }
+    for (img, names) in store.list() {
+        let used = in_use.contains(&img.manifest_digest.to_string());
+        if args.json {
+            let v = serde_json::json!({
+                "references": names,
+                "digest": img.manifest_digest,
+                "size": img.size,
+                "platform": img.platform,
+                "layers": img.chain_ids.len(),
+                "pulled_at": img.pulled_at,
+                "last_used": img.last_used,
+                "in_use": used,
+            });
+            println!("{v}");
+            continue;
+        }
+        let names = if names.is_empty() {
+            vec!["<none>".to_string()]
+        } else {
+            names
+        };
+        for n in names {
+            println!(
+                "{:<50} {:<14} {:>9} {:<14} {:<10} {:<5}",
+                n,
+                short(&img.manifest_digest),
+                human(img.size),
+                ago(img.pulled_at),
+                ago(img.last_used),
+                if used { "yes" } else { "" }
+            );
+        }
+    }
+    0
+}
+
+fn report(r: &Removed) {
+    for x in &r.references {
+        println!("untagged {x}");
+    }
+    for x in &r.images {
+        println!("deleted {x}");
+    }
+    println!("{} layers removed, {} freed", r.layers, human(r.bytes));
+}
+
+#[derive(Args)]
+pub struct RmiArgs {
+    /// References (name:tag) or manifest digests.
+    #[arg(required = true)]
+    images: Vec<String>,
+}
+
+pub async fn rmi(args: RmiArgs, state_dir: &Path) -> i32 {
+    let result = async {
+        let store = Store::open(state_dir, StoreOptions::default())?;
+        store.remove(&args.images, &images_in_use(state_dir)).await
+    }
+    .await;
+    match result {
+        Ok(r) => {
+            report(&r);
+            0
+        }
+        Err(e) => {
+            eprintln!("skiff: rmi: {e}");
+            EXIT_RUNNER_ERROR
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct PruneArgs {
+    /// Run one cycle of the ECS agent's cleanup policy instead: remove up to --max images
+    /// not used by a task for --min-age, least recently used first.
+    #[arg(long)]
+    auto: bool,
+    /// Seconds an image must be unused (ECS_IMAGE_MINIMUM_CLEANUP_AGE; default 1 h).
+    #[arg(long, env = "SKIFF_IMAGE_MINIMUM_CLEANUP_AGE", default_value_t = 3600)]
+    min_age: u64,
+    /// Images removed per cycle (ECS_NUM_IMAGES_DELETE_PER_CYCLE).
+    #[arg(long, env = "ECS_NUM_IMAGES_DELETE_PER_CYCLE", default_value_t = 5)]
+    max: usize,
+}
+
+pub async fn prune(args: PruneArgs, state_dir: &Path) -> i32 {
+    let result = async {
+        let store = Store::open(state_dir, StoreOptions::default())?;
+        let in_use = images_in_use(state_dir);
+        if args.auto {
+            let policy = CleanupPolicy {
+                minimum_age: Duration::from_secs(args.min_age),
+                images_per_cycle: args.max,
+            };
+            store.cleanup(&in_use, &policy).await
+        } else {
+            store.prune(&in_use).await
+        }
+    }
+    .await;
+    match result {
+        Ok(r) => {
+            report(&r);
+            0
+        }
+        Err(e) => {
+            eprintln!("skiff: prune: {e}");
+            EXIT_RUNNER_ERROR
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::store::platform_string;
+
+    #[test]
+    fn platforms() {
+        let p = parse_platform("linux/arm/v7").unwrap();
+        assert_eq!(
+            (p.os.as_str(), p.architecture.as_str(), p.variant.as_deref()),
+            ("linux", "arm", Some("v7"))
+        );
+        assert_eq!(
+            platform_string(&parse_platform("linux/amd64").unwrap()),
+            "linux/amd64"
+        );
+        assert!(parse_platform("linux").is_err());
+        assert!(parse_platform("linux//x").is_err());
+    }
+}

@@ -1,0 +1,265 @@
+//! Removing images and layers: by request (`skiff rmi`, `skiff prune`) and by the cleanup
+//! policy of the ECS agent (ECS_IMAGE_CLEANUP_INTERVAL, ECS_IMAGE_MINIMUM_CLEANUP_AGE,
+//! ECS_NUM_IMAGES_DELETE_PER_CYCLE). An image a task uses is never removed; a layer goes
+//! when no image record names it. Everything runs under the store's exclusive lock, so no
+//! pull is half-way while layers are swept.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+use super::digest::Digest;
+use super::store::{FileLock, Image, Store};
+use super::ImageError;
+
+/// The ECS agent's cleanup settings.
+#[derive(Debug, Clone, Copy)]
+pub struct CleanupPolicy {
+    /// Images pulled or used more recently than this stay.
+    pub minimum_age: Duration,
+    /// At most this many images go per cycle.
+    pub images_per_cycle: usize,
+}
+
+impl Default for CleanupPolicy {
+    fn default() -> Self {
+        CleanupPolicy {
+            minimum_age: Duration::from_secs(3600),
+            images_per_cycle: 5,
+        }
+    }
+}
+
+/// What one removal did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Removed {
+    pub references: Vec<String>,
+    pub images: Vec<String>,
+    pub layers: usize,
+    pub bytes: u64,
+}
+
+/// Images the policy removes now: not in use, older than the minimum age by both pull and
+/// last use, least recently used first, at most `images_per_cycle`.
+pub fn select_for_cleanup(
+    images: &[Image],
+    in_use: &HashSet<String>,
+    now: u64,
+    policy: &CleanupPolicy,
+) -> Vec<Digest> {
+    let min_age = policy.minimum_age.as_secs();
+    let mut candidates: Vec<&Image> = images
+        .iter()
+        .filter(|i| !in_use.contains(&i.manifest_digest.to_string()))
+        .filter(|i| now.saturating_sub(i.pulled_at.max(i.last_used)) >= min_age)
+        .collect();
+    candidates.sort_by_key(|i| (i.last_used.max(i.pulled_at), i.pulled_at));
+    candidates
+        .into_iter()
+        .take(policy.images_per_cycle)
+        .map(|i| i.manifest_digest.clone())
+        .collect()
+}
+
+fn remove_file(p: &Path) {
+    let _ = std::fs::remove_file(p);
+}
+
+impl Store {
+    async fn exclusive(&self) -> Result<FileLock, ImageError> {
+        FileLock::acquire(self.root().join("locks").join("store"), true).await
+    }
+
+    /// Removes references (name:tag, or a manifest digest for all its names) and then every
+    /// image no reference names any more and no task uses, and the layers only they had.
+    pub async fn remove(
+        &self,
+        targets: &[String],
+        in_use: &HashSet<String>,
+    ) -> Result<Removed, ImageError> {
+        let _lock = self.exclusive().await?;
+        let mut removed = Removed::default();
+        let refs = self.refs();
+        for t in targets {
+            // A digest names an image with all its references; anything else is a reference.
+            let (digest, names): (Digest, Vec<String>) = match Digest::parse(t) {
+                Ok(d) => {
+                    if self.image(&d).is_none() {
+                        return Err(ImageError::Reference {
+                            image: t.clone(),
+                            msg: "no such image here".into(),
+                        });
+                    }
+                    let names = refs
+                        .iter()
+                        .filter(|r| r.manifest_digest == d)
+                        .map(|r| r.reference.clone())
+                        .collect();
+                    (d, names)
+                }
+                Err(_) => {
+                    let norm = super::reference::Reference::parse(t)
+                        .map(|r| r.to_string())
+                        .map_err(|msg| ImageError::Reference {
+                            image: t.clone(),
+                            msg,
+                        })?;
+                    let hit = refs.iter().find(|r| r.reference == norm).ok_or_else(|| {
+                        ImageError::Reference {
+                            image: t.clone(),
+                            msg: "no such image here".into(),
+                        }
+                    })?;
+                    (hit.manifest_digest.clone(), vec![norm])
+                }
+            };
+            if in_use.contains(&digest.to_string()) {
+                return Err(ImageError::Reference {
+                    image: t.clone(),
+                    msg: format!("in use by a running task ({digest})"),
+                });
+            }
+            for n in names {
+                remove_file(&self.ref_path(&n));
+                removed.references.push(n);
+            }
+            if Digest::parse(t).is_ok() {
+                self.drop_image(&digest, &mut removed);
+            }
+        }
+        self.sweep(in_use, &mut removed);
+        Ok(removed)
+    }
+
+    /// Removes images that no reference names and no task uses, unused layers and stale
+    /// temporary files.
+    pub async fn prune(&self, in_use: &HashSet<String>) -> Result<Removed, ImageError> {
+        let _lock = self.exclusive().await?;
+        let mut removed = Removed::default();
+        self.sweep(in_use, &mut removed);
+        // With the exclusive lock held no pull runs: whatever is in tmp is a crash's debris.
+        if let Ok(rd) = std::fs::read_dir(self.root().join("tmp")) {
+            for e in rd.flatten() {
+                let p = e.path();
+                let _ = if p.is_dir() {
+                    std::fs::remove_dir_all(&p)
+                } else {
+                    std::fs::remove_file(&p)
+                };
+            }
+        }
+        Ok(removed)
+    }
+
+    /// One cycle of the ECS agent's cleanup policy.
+    pub async fn cleanup(
+        &self,
+        in_use: &HashSet<String>,
+        policy: &CleanupPolicy,
+    ) -> Result<Removed, ImageError> {
+        let images: Vec<Image> = self.list().into_iter().map(|(i, _)| i).collect();
+        let chosen = select_for_cleanup(&images, in_use, super::store::now_unix(), policy);
+        if chosen.is_empty() {
+            return Ok(Removed::default());
+        }
+        let targets: Vec<String> = chosen.iter().map(|d| d.to_string()).collect();
+        self.remove(&targets, in_use).await
+    }
+
+    fn drop_image(&self, d: &Digest, removed: &mut Removed) {
+        for r in self.refs().iter().filter(|r| &r.manifest_digest == d) {
+            remove_file(&self.ref_path(&r.reference));
+            removed.references.push(r.reference.clone());
+        }
+        let p = self.root().join("images").join(format!("{}.json", d.hex()));
+        if p.exists() {
+            remove_file(&p);
+            removed.images.push(d.to_string());
+        }
+    }
+
+    /// Images without references (and not in use) go; then layers no image names.
+    fn sweep(&self, in_use: &HashSet<String>, removed: &mut Removed) {
+        let refs = self.refs();
+        for (img, _) in self.list() {
+            let named = refs
+                .iter()
+                .any(|r| r.manifest_digest == img.manifest_digest);
+            if !named && !in_use.contains(&img.manifest_digest.to_string()) {
+                self.drop_image(&img.manifest_digest, removed);
+            }
+        }
+        let keep: HashSet<String> = self
+            .list()
+            .iter()
+            .flat_map(|(i, _)| i.chain_ids.iter().map(|c| c.hex().to_string()))
+            .collect();
+        let layers = self.root().join("layers");
+        for e in std::fs::read_dir(&layers).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let hex = name.strip_suffix(".size").unwrap_or(&name).to_string();
+            if keep.contains(&hex) {
+                continue;
+            }
+            if e.path().is_dir() {
+                removed.bytes += std::fs::read_to_string(layers.join(format!("{hex}.size")))
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u64>().ok())
+                    .unwrap_or(0);
+                if std::fs::remove_dir_all(e.path()).is_ok() {
+                    removed.layers += 1;
+                }
+            } else {
+                remove_file(&e.path());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::manifest::ImageConfig;
+
+    fn img(n: u8, pulled: u64, used: u64) -> Image {
+        Image {
+            reference: format!("r/{n}"),
+            manifest_digest: Digest::of(&[n]),
+            config: ImageConfig::default(),
+            chain_ids: vec![],
+            size: 0,
+            platform: String::new(),
+            pulled_at: pulled,
+            last_used: used,
+        }
+    }
+
+    #[test]
+    fn policy_keeps_young_and_used_images_and_caps_the_cycle() {
+        let now = 100_000;
+        let images: Vec<Image> = vec![
+            img(1, 10, 20),       // old, least recently used
+            img(2, 10, now - 10), // used just now: stays
+            img(3, now - 60, 0),  // pulled a minute ago: stays
+            img(4, 10, 500),      // old
+            img(5, 10, 400),      // old, in use: stays
+            img(6, 10, 300),
+            img(7, 10, 200),
+            img(8, 10, 100),
+            img(9, 10, 50),
+        ];
+        let in_use: HashSet<String> = [Digest::of(&[5]).to_string()].into();
+        let p = CleanupPolicy::default();
+        let chosen = select_for_cleanup(&images, &in_use, now, &p);
+        let want: Vec<Digest> = [1u8, 9, 8, 7, 6]
+            .iter()
+            .map(|n| Digest::of(&[*n]))
+            .collect();
+        assert_eq!(chosen, want);
+        let p = CleanupPolicy {
+            images_per_cycle: 2,
+            ..p
+        };
+        assert_eq!(select_for_cleanup(&images, &in_use, now, &p).len(), 2);
+    }
+}
