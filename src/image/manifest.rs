@@ -105,7 +105,9 @@ pub fn host_platform() -> Platform {
 }
 
 /// Picks the manifest for `want` from an index: os and architecture must match; arm64's empty
-/// variant means v8; attestation entries (unknown/unknown) never match.
+/// variant means v8; 32-bit arm falls back to older variants (v7 → v6 → v5), as an ARMv7 CPU
+/// runs ARMv6 and ARMv5 code; an entry without a variant is the last resort; attestation
+/// entries (unknown/unknown) never match.
 pub fn choose_platform<'a>(index: &'a Index, want: &Platform) -> Option<&'a Descriptor> {
     let norm = |p: &Platform| -> Option<String> {
         match (p.architecture.as_str(), p.variant.as_deref()) {
@@ -115,22 +117,35 @@ pub fn choose_platform<'a>(index: &'a Index, want: &Platform) -> Option<&'a Desc
         }
     };
     let want_variant = norm(want);
-    let candidates = index.manifests.iter().filter(|d| {
-        d.platform
-            .as_ref()
-            .is_some_and(|p| p.os == want.os && p.architecture == want.architecture)
-    });
-    let mut fallback = None;
-    for d in candidates {
-        let v = norm(d.platform.as_ref().unwrap());
-        if v == want_variant {
-            return Some(d);
-        }
-        if v.is_none() && fallback.is_none() {
-            fallback = Some(d);
+    // Acceptable variants in order of preference.
+    let mut order: Vec<Option<String>> = vec![want_variant.clone()];
+    if want.architecture == "arm" {
+        let start = match want_variant.as_deref() {
+            Some("v8") => 8,
+            Some("v7") | None => 7,
+            Some("v6") => 6,
+            _ => 5,
+        };
+        for v in (5..start).rev() {
+            order.push(Some(format!("v{v}")));
         }
     }
-    fallback
+    order.push(None);
+    let candidates: Vec<&Descriptor> = index
+        .manifests
+        .iter()
+        .filter(|d| {
+            d.platform
+                .as_ref()
+                .is_some_and(|p| p.os == want.os && p.architecture == want.architecture)
+        })
+        .collect();
+    order.iter().find_map(|v| {
+        candidates
+            .iter()
+            .find(|d| norm(d.platform.as_ref().unwrap()) == *v)
+            .copied()
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,457 @@
+//! Pulling into the shared store: faults on the way, crashes, concurrency, pull behaviours,
+//! layer formats, multi-platform indexes, and removing images.
+
+mod common;
+#[path = "common/oci.rs"]
+mod oci;
+#[path = "common/proxy.rs"]
+mod proxy;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use proxy::{Faults, Proxy};
+
+fn pull(env: &Env, image: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["pull"];
+    args.extend_from_slice(extra);
+    args.push(image);
+    let child = env
+        .command(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_output(child, Duration::from_secs(120))
+}
+
+/// Everything under the store is consistent: no temporary leftovers, every image's layers
+/// present.
+fn store_consistent(env: &Env) {
+    let tmp: Vec<_> = std::fs::read_dir(env.state.join("tmp"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(
+        tmp.is_empty(),
+        "tmp leftovers: {:?}",
+        tmp.iter().map(|e| e.path()).collect::<Vec<_>>()
+    );
+    for img in std::fs::read_dir(env.state.join("images"))
+        .unwrap()
+        .flatten()
+    {
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(img.path()).unwrap()).unwrap();
+        for c in v["chain_ids"].as_array().unwrap() {
+            let hex = c.as_str().unwrap().strip_prefix("sha256:").unwrap();
+            assert!(
+                env.state.join("layers").join(hex).is_dir(),
+                "missing layer {hex}"
+            );
+        }
+    }
+}
+
+#[test]
+fn pull_survives_a_reset_mid_blob_and_500s() {
+    let env = Env::new();
+    let p = Proxy::start(&registry());
+    p.set(Faults {
+        truncate_next_big_blob: true,
+        blob_500s: 0,
+        ..Default::default()
+    });
+    let image = format!("{}/busybox:latest", p.addr);
+    let out = pull(&env, &image, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("retrying"), "{}", stderr(&out));
+    // 500s are retried too.
+    let env2 = Env::new();
+    p.set(Faults {
+        blob_500s: 2,
+        ..Default::default()
+    });
+    let out = pull(&env2, &image, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    store_consistent(&env);
+    store_consistent(&env2);
+    // The pulled image runs.
+    let td = env.taskdef(
+        "resumed",
+        &format!(
+            r#"{{"family":"resumed","networkMode":"none","containerDefinitions":[
+        {{"name":"c","image":"{image}","memory":32,"command":["echo","ok"]}}]}}"#
+        ),
+    );
+    let mut cmd = env.command(&[
+        "run",
+        "--pull-behavior",
+        "prefer-cached",
+        td.to_str().unwrap(),
+    ]);
+    let out = wait_output(
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+        Duration::from_secs(60),
+    );
+    assert_eq!(stdout(&out), "ok\n", "{}", stderr(&out));
+}
+
+#[test]
+fn corrupt_bytes_fail_the_pull_and_commit_nothing() {
+    let env = Env::new();
+    let p = Proxy::start(&registry());
+    p.set(Faults {
+        corrupt_big_blobs: true,
+        ..Default::default()
+    });
+    let out = pull(&env, &format!("{}/busybox:latest", p.addr), &[]);
+    assert_eq!(out.status.code(), Some(125));
+    let err = stderr(&out);
+    assert!(
+        err.contains("CannotPullContainerError") && err.contains("layer sha256:"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(env.state.join("layers")).unwrap().count(),
+        0
+    );
+    assert_eq!(
+        std::fs::read_dir(env.state.join("images")).unwrap().count(),
+        0
+    );
+    store_consistent(&env);
+}
+
+#[test]
+fn kill_9_during_a_pull_then_the_same_pull_succeeds() {
+    let env = Env::new();
+    let p = Proxy::start(&registry());
+    p.set(Faults {
+        slow: true,
+        ..Default::default()
+    });
+    let image = format!("{}/busybox:latest", p.addr);
+    let mut child = env
+        .command(&["pull", &image])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill once the download is under way (a layer directory is being written in tmp/).
+    wait_for(Duration::from_secs(30), || {
+        std::fs::read_dir(env.state.join("tmp"))
+            .ok()?
+            .flatten()
+            .next()
+            .map(|_| ())
+    })
+    .expect("the pull started");
+    std::thread::sleep(Duration::from_millis(200));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Nothing counts as present.
+    assert_eq!(
+        std::fs::read_dir(env.state.join("images")).unwrap().count(),
+        0
+    );
+    let dirs = std::fs::read_dir(env.state.join("layers")).unwrap().count();
+    assert_eq!(dirs, 0, "a half layer counts as present");
+    p.set(Faults::default());
+    let out = pull(&env, &image, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // prune clears the killed pull's debris.
+    let out = env.command(&["prune"]).output().unwrap();
+    assert!(out.status.success());
+    store_consistent(&env);
+}
+
+#[test]
+fn concurrent_pulls_fetch_each_layer_once() {
+    let env = Env::new();
+    let p = Proxy::start(&registry());
+    p.set(Faults {
+        slow: true,
+        ..Default::default()
+    });
+    let image = format!("{}/busybox-layered:latest", p.addr);
+    let children: Vec<_> = (0..3)
+        .map(|_| {
+            env.command(&["pull", "-q", &image])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = wait_output(c, Duration::from_secs(120));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    let gets = p.blob_gets();
+    let layer_gets: Vec<u32> = gets
+        .iter()
+        .filter(|(d, _)| d.len() > 20)
+        .map(|(_, n)| *n)
+        .collect();
+    // The config blob is read by each pull; every layer was downloaded exactly once.
+    let cfg = gets.values().filter(|n| **n == 3).count();
+    assert_eq!(cfg, 1, "config read by each pull: {gets:?}");
+    assert_eq!(
+        layer_gets.iter().filter(|n| **n == 1).count(),
+        2,
+        "{gets:?}"
+    );
+    store_consistent(&env);
+}
+
+#[test]
+fn pull_behaviours() {
+    let env = Env::new();
+    let p = Proxy::start(&registry());
+    let image = format!("{}/busybox:latest", p.addr);
+    let td = env.taskdef(
+        "behave",
+        &format!(
+            r#"{{"family":"behave","networkMode":"none","containerDefinitions":[
+        {{"name":"c","image":"{image}","memory":32,"command":["echo","ran"]}}]}}"#
+        ),
+    );
+    let run = |behavior: &str| {
+        let mut cmd = env.command(&["run", "--pull-behavior", behavior, td.to_str().unwrap()]);
+        wait_output(
+            cmd.stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+            Duration::from_secs(60),
+        )
+    };
+    // Nothing cached yet: once pulls.
+    assert_eq!(stdout(&run("once")), "ran\n");
+    let gets_after_first = p.blob_gets().values().sum::<u32>();
+    // once and prefer-cached do not touch the registry again.
+    assert_eq!(stdout(&run("once")), "ran\n");
+    assert_eq!(stdout(&run("prefer-cached")), "ran\n");
+    assert_eq!(p.blob_gets().values().sum::<u32>(), gets_after_first);
+    // The registry goes away: default falls back to the cache, always fails.
+    drop(p);
+    std::thread::sleep(Duration::from_millis(50));
+    let out = run("default");
+    assert_eq!(stdout(&out), "ran\n", "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("using the cached image"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run("always");
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("CannotPullContainerError"),
+        "{}",
+        stderr(&out)
+    );
+    let out = env
+        .command(&["run", "--pull-behavior", "sometimes", td.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+}
+
+#[test]
+fn zstd_and_plain_tar_layers() {
+    let env = Env::new();
+    let reg = registry();
+    let tar = oci::busybox_layer();
+    let cases = [
+        (
+            "zstd",
+            oci::zstd(&tar),
+            "application/vnd.oci.image.layer.v1.tar+zstd",
+        ),
+        (
+            "plain",
+            tar.clone(),
+            "application/vnd.oci.image.layer.v1.tar",
+        ),
+        // A Docker "tar" that is gzip-compressed anyway: the magic bytes decide.
+        (
+            "sniffed",
+            oci::gzip(&tar),
+            "application/vnd.docker.image.rootfs.diff.tar",
+        ),
+    ];
+    for (tag, blob, mt) in cases {
+        oci::push_image(&reg, "formats", Some(tag), arch(), &tar, &blob, mt);
+        let image = format!("{reg}/formats:{tag}");
+        let td = env.taskdef(
+            tag,
+            &format!(
+                r#"{{"family":"f","networkMode":"none","containerDefinitions":[
+            {{"name":"c","image":"{image}","memory":32,"command":["cat","/etc/flavour"]}}]}}"#
+            ),
+        );
+        let out = env.run(&td);
+        assert_eq!(stdout(&out), "zstd layer\n", "{tag}: {}", stderr(&out));
+    }
+    // An encrypted layer (content not present here yet): a clear rejection.
+    let tar = oci::layer_tar(&[("secret", 0o600, b"sealed")]);
+    oci::push_image(
+        &reg,
+        "formats",
+        Some("enc"),
+        arch(),
+        &tar,
+        &oci::gzip(&tar),
+        "application/vnd.oci.image.layer.v1.tar+gzip+encrypted",
+    );
+    let out = pull(&env, &format!("{reg}/formats:enc"), &[]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("encrypted layers are not supported"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+fn arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+#[test]
+fn multi_platform_index_picks_the_right_manifest() {
+    let env = Env::new();
+    let reg = registry();
+    let tar = oci::busybox_layer();
+    let gz = oci::gzip(&tar);
+    let mt = "application/vnd.oci.image.layer.v1.tar+gzip";
+    let mut entries = Vec::new();
+    for (a, variant) in [
+        (arch(), None),
+        ("arm64", Some("v8")),
+        ("arm", Some("v6")),
+        ("s390x", None),
+    ] {
+        if a == arch() && variant.is_some() {
+            continue;
+        }
+        let (m, d) = oci::push_image(&reg, "multi", None, a, &tar, &gz, mt);
+        let v = variant
+            .map(|v| format!(r#","variant":"{v}""#))
+            .unwrap_or_default();
+        entries.push(format!(
+            r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{d}","size":{},"platform":{{"architecture":"{a}","os":"linux"{v}}}}}"#,
+            m.len()
+        ));
+    }
+    // An attestation manifest (unknown/unknown) never matches.
+    let (m, d) = oci::push_image(&reg, "multi", None, "unknown", &tar, &gz, mt);
+    entries.insert(0, format!(
+        r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{d}","size":{},"platform":{{"architecture":"unknown","os":"unknown"}}}}"#,
+        m.len()
+    ));
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{}]}}"#,
+        entries.join(",")
+    );
+    oci::push_manifest(
+        &reg,
+        "multi",
+        "latest",
+        "application/vnd.oci.image.index.v1+json",
+        index.as_bytes(),
+    );
+
+    let image = format!("{reg}/multi:latest");
+    let td = env.taskdef(
+        "multi",
+        &format!(
+            r#"{{"family":"m","networkMode":"none","containerDefinitions":[
+        {{"name":"c","image":"{image}","memory":32,"command":["echo","native"]}}]}}"#
+        ),
+    );
+    assert_eq!(stdout(&env.run(&td)), "native\n");
+    let platform_of = |p: &str| {
+        let out = pull(&env, &image, &["--platform", p]);
+        assert_eq!(out.status.code(), Some(0), "{p}: {}", stderr(&out));
+        let out = env.command(&["images", "--json"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(platform_of("linux/arm64").contains(r#""platform":"linux/arm64""#));
+    // arm/v7 falls back to the v6 image.
+    assert!(platform_of("linux/arm/v7").contains(r#""platform":"linux/arm/v7""#));
+    let out = pull(&env, &image, &["--platform", "linux/riscv64"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("no image for platform linux/riscv64"),
+        "{}",
+        stderr(&out)
+    );
+    let out = pull(&env, &image, &["--platform", "nonsense"]);
+    assert_eq!(out.status.code(), Some(125));
+}
+
+#[test]
+fn images_rmi_and_prune_never_remove_what_a_task_uses() {
+    let env = Env::new();
+    let bb = busybox();
+    let layered = format!("{}/busybox-layered:latest", registry());
+    for i in [&bb, &layered] {
+        assert!(pull(&env, i, &["-q"]).status.success());
+    }
+    let list = env.command(&["images"]).output().unwrap();
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(text.contains(&bb) && text.contains(&layered), "{text}");
+    // A running task holds busybox.
+    let td = env.taskdef(
+        "hold",
+        &format!(
+            r#"{{"family":"hold","networkMode":"none","containerDefinitions":[
+        {{"name":"c","image":"{bb}","memory":32,"stopTimeout":1,"command":["sleep","30"]}}]}}"#
+        ),
+    );
+    let child = env.spawn(&td, &["--pull-behavior", "prefer-cached"]);
+    env.task_cgroup_file(Some("c"), "cgroup.procs");
+    let out = env.command(&["rmi", &bb]).output().unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use by a running task"));
+    let out = env
+        .command(&["prune", "--auto", "--min-age", "0"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let json =
+        String::from_utf8_lossy(&env.command(&["images", "--json"]).output().unwrap().stdout)
+            .into_owned();
+    assert!(json.contains(&bb), "in-use image kept: {json}");
+    assert!(!json.contains(&layered), "unused image removed: {json}");
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    wait_output(child, Duration::from_secs(60));
+    // Unused now: rmi removes it and its layer.
+    let out = env.command(&["rmi", &bb]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let layers: Vec<_> = std::fs::read_dir(env.state.join("layers"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(
+        layers.is_empty(),
+        "{:?}",
+        layers.iter().map(|e| e.path()).collect::<Vec<_>>()
+    );
+    let out = env.command(&["rmi", &bb]).output().unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such image"));
+}
