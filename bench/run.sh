@@ -87,7 +87,7 @@ cat > "$work/sleep.json" <<JSON
  {"name":"sleeper","image":"127.0.0.1:$port/busybox:latest","memory":64,"stopTimeout":1,"command":["sleep","600"]}]}
 JSON
 
-python3 - "$n" "$top/BENCHMARKS.md" "$skiff" "$work" "$port" <<'PY'
+python3 - "$n" "$top/bench/results-start.md" "$skiff" "$work" "$port" <<'PY'
 import os, statistics, subprocess, sys, time, datetime, platform, signal
 n, out, skiff, work, port = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 
@@ -149,12 +149,9 @@ ver = lambda c: subprocess.run(c, capture_output=True, text=True).stdout.splitli
 rows = "\n".join(
     f"| `{k}` | {statistics.median(v):.1f} | {min(v):.1f} | {max(v):.1f} | {statistics.median(v)/base:.2f} |"
     for k, v in res.items())
-text = f"""# Benchmarks
+text = f"""## Container start: `true` in the busybox image, start to exit and clean-up
 
-Figures from `bench/run.sh` ({n} runs each, after one warm-up). Keep them current when
-behaviour that affects them changes.
-
-## Container start: `true` in the busybox image, start to exit and clean-up
+`bench/run.sh`, {n} runs each after one warm-up.
 
 Measured {datetime.date.today()} on this project's machine: {os.cpu_count()} cores,
 Linux {platform.release()}, cgroup v1/hybrid host; peers {ver(["runc", "--version"])},
@@ -188,3 +185,4 @@ podman keeps per container.
 """
 open(out, "w").write(text)
 PY
+"$top/bench/assemble.sh"
