@@ -1,6 +1,9 @@
 //! Images: references, the registry client, the local layer store and the layer applier.
 
+pub mod auth;
+pub mod credentials;
 pub mod digest;
+pub mod ecr;
 pub mod gc;
 pub mod manifest;
 pub mod pipeline;

@@ -1,17 +1,22 @@
-//! A small client of the OCI distribution API: manifests and blobs, anonymous access with
-//! the Bearer token challenge. Plain HTTP for loopback registries only.
+//! A small client of the OCI distribution API: manifests and blobs, with the registry
+//! authentication of `auth.rs` (anonymous, Basic, Bearer token challenge) and the credentials
+//! of `credentials.rs` (files, helpers, ECR). Plain HTTP for loopback registries and
+//! configured exceptions only.
 //!
 //! reqwest is built without gzip/zstd decoding: digests cover the raw bytes, so the body must
 //! arrive exactly as the registry stored it.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use reqwest::{Response, StatusCode};
 
+use super::auth::{Attempt, Authenticator, Target};
+pub use super::auth::PullAuth;
+use super::credentials::{Credential, Credentials};
 use super::digest::Digest;
 use super::reference::Reference;
 
@@ -27,8 +32,27 @@ pub enum RegistryError {
     },
     #[error("{what}: authentication required by the registry ({challenge})")]
     Auth { what: String, challenge: String },
+    /// The registry or its token server refused the credentials (or their absence).
+    #[error("{what}: {msg}")]
+    Denied { what: String, msg: String },
+    /// Credentials could not be had: a bad credentials file, a failing helper, ECR.
+    #[error("registry credentials: {msg}")]
+    Credentials { msg: String },
     #[error("{what}: {msg}")]
     Protocol { what: String, msg: String },
+}
+
+impl RegistryError {
+    /// An authentication failure (ECS: CannotPullContainerAuthError) rather than a missing
+    /// image or an unreachable registry.
+    pub fn is_auth(&self) -> bool {
+        matches!(
+            self,
+            RegistryError::Auth { .. }
+                | RegistryError::Denied { .. }
+                | RegistryError::Credentials { .. }
+        )
+    }
 }
 
 /// The registry operations the image store needs; a trait so that tests and other transports
@@ -59,12 +83,17 @@ pub trait Registry: Send + Sync {
     }
 }
 
+/// Cheap to clone: clones share the HTTP client, the credentials and every cache (tokens,
+/// schemes, helper answers, ECR tokens); `with_pull_auth` makes one that pulls with other
+/// credentials.
+#[derive(Clone)]
 pub struct RegistryClient {
     http: reqwest::Client,
     /// Registries (host[:port]) spoken to in plain HTTP besides the loopback ones.
     insecure: Vec<String>,
-    /// Bearer tokens by (api host, repository).
-    tokens: Mutex<HashMap<(String, String), String>>,
+    auth: Arc<Authenticator>,
+    /// Whose credentials this client's requests use.
+    pull_auth: PullAuth,
 }
 
 /// The innermost cause of an error: "connection refused" rather than reqwest's wrapping.
@@ -77,7 +106,30 @@ pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 impl RegistryClient {
+    /// A client with the credentials of `Credentials::from_environment()` (skiff's credentials
+    /// file, Docker's config.json and helpers, AWS keys for ECR). When they cannot be loaded (a
+    /// credentials file readable by others, bad JSON), anonymous requests still work and any
+    /// registry that asks for credentials gets that error.
     pub fn new(insecure: Vec<String>) -> Result<RegistryClient, RegistryError> {
+        let auth = match Credentials::from_environment() {
+            Ok(c) => Authenticator::new(c),
+            Err(e) => Authenticator::failed(e.0),
+        };
+        Self::build(insecure, auth)
+    }
+
+    /// A client with these credentials.
+    pub fn with_credentials(
+        insecure: Vec<String>,
+        creds: Credentials,
+    ) -> Result<RegistryClient, RegistryError> {
+        Self::build(insecure, Authenticator::new(creds))
+    }
+
+    fn build(insecure: Vec<String>, auth: Authenticator) -> Result<RegistryClient, RegistryError> {
+        // reqwest's default redirect policy (at most 10) drops Authorization, Cookie and
+        // Proxy-Authorization when a redirect leaves the host (or port): blob downloads that
+        // go to object storage never see registry credentials (tested below).
         let http = reqwest::Client::builder()
             .user_agent(concat!("skiff/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(15))
@@ -90,8 +142,28 @@ impl RegistryClient {
         Ok(RegistryClient {
             http,
             insecure,
-            tokens: Mutex::new(HashMap::new()),
+            auth: Arc::new(auth),
+            pull_auth: PullAuth::Configured,
         })
+    }
+
+    /// The same client (shared caches) pulling with `auth`: e.g. `PullAuth::Named(p)` for a
+    /// container whose `repositoryCredentials.credentialsParameter` is `p`.
+    pub fn with_pull_auth(&self, auth: PullAuth) -> RegistryClient {
+        RegistryClient {
+            pull_auth: auth,
+            ..self.clone()
+        }
+    }
+
+    /// The credentials the client was made with.
+    pub fn credentials(&self) -> &Credentials {
+        self.auth.credentials()
+    }
+
+    /// Named credentials (for `repositoryCredentials`), as `PullAuth::Named` would find them.
+    pub fn named_credential(&self, name: &str) -> Option<Credential> {
+        self.auth.credentials().named(name)
     }
 
     /// Plain HTTP only for loopback registries, as Docker does, and configured exceptions.
@@ -104,10 +176,6 @@ impl RegistryClient {
         format!("{scheme}://{}/v2/{}", r.api_host(), r.repository)
     }
 
-    fn token_key(r: &Reference) -> (String, String) {
-        (r.api_host().to_string(), r.repository.clone())
-    }
-
     async fn get(
         &self,
         r: &Reference,
@@ -115,36 +183,67 @@ impl RegistryClient {
         accept: Option<&str>,
         what: &str,
     ) -> Result<Response, RegistryError> {
-        let mut fetched_token = false;
+        let mut headers = HeaderMap::new();
+        if let Some(a) = accept {
+            headers.insert(
+                ACCEPT,
+                a.parse().map_err(|_| RegistryError::Protocol {
+                    what: what.to_string(),
+                    msg: format!("bad Accept value {a:?}"),
+                })?,
+            );
+        }
+        self.get_with_headers(r, url, headers, what).await
+    }
+
+    /// GET with extra headers (Accept, Range, ...), authenticated as the registry asks: retries
+    /// after a 401 as `auth.rs` decides, fails on any other non-success status (a 206 is a
+    /// success).
+    pub async fn get_with_headers(
+        &self,
+        r: &Reference,
+        url: &str,
+        headers: HeaderMap,
+        what: &str,
+    ) -> Result<Response, RegistryError> {
+        let target = Target {
+            registry: &r.registry,
+            api_host: r.api_host(),
+            repository: &r.repository,
+            plain_http: self.plain_http(r),
+            what,
+        };
+        let mut attempt = Attempt::default();
         loop {
-            let mut req = self.http.get(url);
-            if let Some(a) = accept {
-                req = req.header(ACCEPT, a);
-            }
-            let token = self
-                .tokens
-                .lock()
-                .unwrap()
-                .get(&Self::token_key(r))
-                .cloned();
-            if let Some(t) = &token {
-                req = req.header(AUTHORIZATION, format!("Bearer {t}"));
+            let authz = self
+                .auth
+                .authorization(&self.http, &target, &self.pull_auth, &mut attempt)
+                .await?;
+            let mut req = self.http.get(url).headers(headers.clone());
+            if let Some(a) = authz {
+                req = req.header(AUTHORIZATION, a);
             }
             let resp = req.send().await.map_err(|e| RegistryError::Unreachable {
                 host: r.api_host().to_string(),
                 msg: root_cause(&e),
             })?;
-            if resp.status() == StatusCode::UNAUTHORIZED && !fetched_token {
-                let challenge = header_str(resp.headers(), WWW_AUTHENTICATE);
-                let Some(params) = parse_bearer_challenge(&challenge) else {
-                    return Err(RegistryError::Auth {
-                        what: what.to_string(),
-                        challenge,
-                    });
-                };
-                let t = self.fetch_token(r, &params, what).await?;
-                self.tokens.lock().unwrap().insert(Self::token_key(r), t);
-                fetched_token = true;
+            if resp.status() == StatusCode::UNAUTHORIZED {
+                let challenge = resp
+                    .headers()
+                    .get_all(WWW_AUTHENTICATE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                self.auth
+                    .unauthorized(
+                        &self.http,
+                        &target,
+                        &self.pull_auth,
+                        &challenge,
+                        &mut attempt,
+                    )
+                    .await?;
                 continue;
             }
             if !resp.status().is_success() {
@@ -158,70 +257,6 @@ impl RegistryClient {
             }
             return Ok(resp);
         }
-    }
-
-    async fn fetch_token(
-        &self,
-        r: &Reference,
-        params: &HashMap<String, String>,
-        what: &str,
-    ) -> Result<String, RegistryError> {
-        let realm = params.get("realm").ok_or_else(|| RegistryError::Auth {
-            what: what.to_string(),
-            challenge: "Bearer challenge without realm".into(),
-        })?;
-        let realm_url = reqwest::Url::parse(realm).map_err(|e| RegistryError::Protocol {
-            what: what.to_string(),
-            msg: format!("bad token realm {realm:?}: {e}"),
-        })?;
-        if realm_url.scheme() != "https" && !self.plain_http(r) {
-            return Err(RegistryError::Protocol {
-                what: what.to_string(),
-                msg: format!("refusing token realm over plain HTTP: {realm}"),
-            });
-        }
-        let scope = params
-            .get("scope")
-            .cloned()
-            .unwrap_or_else(|| format!("repository:{}:pull", r.repository));
-        let mut q: Vec<(&str, &str)> = vec![("scope", &scope)];
-        if let Some(s) = params.get("service") {
-            q.push(("service", s));
-        }
-        let resp = self
-            .http
-            .get(realm_url)
-            .query(&q)
-            .send()
-            .await
-            .map_err(|e| RegistryError::Unreachable {
-                host: realm.to_string(),
-                msg: root_cause(&e),
-            })?;
-        let status = resp.status();
-        let body = read_capped(resp, 1 << 20, what).await?;
-        if !status.is_success() {
-            return Err(RegistryError::Auth {
-                what: what.to_string(),
-                challenge: format!("token endpoint answered HTTP {}", status.as_u16()),
-            });
-        }
-        #[derive(serde::Deserialize)]
-        struct Tok {
-            token: Option<String>,
-            access_token: Option<String>,
-        }
-        let t: Tok = serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
-            what: what.to_string(),
-            msg: format!("bad token response: {e}"),
-        })?;
-        t.token
-            .or(t.access_token)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| RegistryError::Protocol {
-                what: what.to_string(),
-                msg: "token response without a token".into(),
-            })
     }
 }
 
@@ -304,30 +339,12 @@ fn registry_error_message(body: &[u8], status: u16) -> String {
     }
 }
 
-/// Parses `Bearer realm="...",service="...",scope="..."`.
+/// Parses `Bearer realm="...",service="...",scope="..."` (the Bearer one of several).
 pub fn parse_bearer_challenge(h: &str) -> Option<HashMap<String, String>> {
-    let rest = h.trim();
-    let (scheme, params) = rest.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return None;
-    }
-    let mut out = HashMap::new();
-    let mut s = params.trim();
-    while !s.is_empty() {
-        let (k, v) = s.split_once('=')?;
-        let k = k.trim().trim_start_matches(',').trim().to_ascii_lowercase();
-        let v = v.trim_start();
-        let (val, rest) = if let Some(q) = v.strip_prefix('"') {
-            let end = q.find('"')?;
-            (q[..end].to_string(), &q[end + 1..])
-        } else {
-            let end = v.find(',').unwrap_or(v.len());
-            (v[..end].trim().to_string(), &v[end..])
-        };
-        out.insert(k, val);
-        s = rest.trim_start().trim_start_matches(',').trim_start();
-    }
-    Some(out)
+    super::auth::parse_challenges(h)
+        .into_iter()
+        .find(|(scheme, _)| scheme == "bearer")
+        .map(|(_, params)| params)
 }
 
 #[cfg(test)]
