@@ -23,6 +23,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
+use super::auth::PullAuth;
 use super::digest::Digest;
 use super::manifest::{self, ConfigFile, ImageConfig, Index, Manifest, Platform};
 use super::pipeline::{self, backoff, transient, LayerError, Progress, MAX_ATTEMPTS};
@@ -283,16 +284,17 @@ impl Store {
         &self,
         image: &str,
         behavior: PullBehavior,
+        auth: PullAuth,
         progress: &dyn Progress,
     ) -> Result<Image, ImageError> {
         let cached = || self.local(image).filter(|img| self.layers_present(img));
         let img = match behavior {
-            PullBehavior::Always => self.pull(image, progress).await?,
+            PullBehavior::Always => self.pull_with(image, auth.clone(), progress).await?,
             PullBehavior::Once | PullBehavior::PreferCached => match cached() {
                 Some(img) => img,
-                None => self.pull(image, progress).await?,
+                None => self.pull_with(image, auth.clone(), progress).await?,
             },
-            PullBehavior::Default => match self.pull(image, progress).await {
+            PullBehavior::Default => match self.pull_with(image, auth.clone(), progress).await {
                 Ok(img) => img,
                 Err(e @ ImageError::Registry { .. }) => match cached() {
                     Some(img) => {
@@ -314,12 +316,24 @@ impl Store {
 
     /// Resolves `image` at the registry and makes sure all its layers are unpacked locally.
     pub async fn pull(&self, image: &str, progress: &dyn Progress) -> Result<Image, ImageError> {
+        self.pull_with(image, PullAuth::Configured, progress).await
+    }
+
+    /// Like [`Store::pull`], with the credentials `auth` names (a task's
+    /// `repositoryCredentials`).
+    pub async fn pull_with(
+        &self,
+        image: &str,
+        auth: PullAuth,
+        progress: &dyn Progress,
+    ) -> Result<Image, ImageError> {
+        let registry = &self.registry.with_pull_auth(auth);
         let r = Reference::parse(image).map_err(|msg| ImageError::Reference {
             image: image.to_string(),
             msg,
         })?;
         let _store_lock = FileLock::acquire(self.root.join("locks").join("store"), false).await?;
-        let (manifest, manifest_digest) = self.resolve(&r).await?;
+        let (manifest, manifest_digest) = self.resolve(registry, &r).await?;
 
         let image_name = r.to_string();
         let verify = |msg: String| ImageError::Verify {
@@ -333,7 +347,7 @@ impl Store {
             )));
         }
         let cfg_bytes = retry(|| async {
-            let resp = self.registry.blob(&r, &manifest.config.digest).await?;
+            let resp = registry.blob(&r, &manifest.config.digest).await?;
             read_capped(resp, manifest.config.size, "config").await
         })
         .await
@@ -373,7 +387,10 @@ impl Store {
             let diff_id = cfg.rootfs.diff_ids[i].clone();
             let chain = chain_ids[i].clone();
             let r = &r;
-            async move { self.ensure_layer(r, desc, &diff_id, &chain, progress).await }
+            async move {
+                self.ensure_layer(registry, r, desc, &diff_id, &chain, progress)
+                    .await
+            }
         });
         let sizes = futures_util::future::try_join_all(jobs).await?;
 
@@ -404,14 +421,18 @@ impl Store {
     }
 
     /// Follows indexes to the manifest of our platform; verifies digests on the way.
-    async fn resolve(&self, r: &Reference) -> Result<(Manifest, Digest), ImageError> {
+    async fn resolve(
+        &self,
+        registry: &RegistryClient,
+        r: &Reference,
+    ) -> Result<(Manifest, Digest), ImageError> {
         let reg_err = |source: RegistryError| ImageError::Registry {
             image: r.to_string(),
             source,
         };
         let mut reference = r.manifest_ref();
         for _depth in 0..5 {
-            let (body, header_type, digest) = retry(|| self.registry.manifest(r, &reference))
+            let (body, header_type, digest) = retry(|| registry.manifest(r, &reference))
                 .await
                 .map_err(reg_err)?;
             if let Ok(expected) = Digest::parse(&reference) {
@@ -463,6 +484,7 @@ impl Store {
 
     async fn ensure_layer(
         &self,
+        registry: &RegistryClient,
         r: &Reference,
         desc: &manifest::Descriptor,
         diff_id: &Digest,
@@ -507,15 +529,8 @@ impl Store {
             .root
             .join("tmp")
             .join(format!("{}.layer", random_hex()));
-        let result = pipeline::fetch_layer(
-            &self.registry,
-            r,
-            desc,
-            diff_id,
-            unpack_dir.clone(),
-            progress,
-        )
-        .await;
+        let result =
+            pipeline::fetch_layer(registry, r, desc, diff_id, unpack_dir.clone(), progress).await;
         let outcome = match result {
             Ok(size) => std::fs::write(&size_file, size.to_string())
                 .and_then(|_| std::fs::rename(&unpack_dir, &final_dir))

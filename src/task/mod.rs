@@ -15,7 +15,7 @@ use crate::image::ImageError;
 pub enum TaskError {
     #[error("{0}")]
     Unsupported(String),
-    #[error("CannotPullContainerError: {0}")]
+    #[error("{}: {0}", pull_error_name(.0))]
     Pull(#[from] ImageError),
     #[error("ResourceInitializationError: {0}")]
     Cgroup(#[from] CgroupError),
@@ -31,6 +31,14 @@ pub enum TaskError {
     Shim(String),
     #[error("interrupted before the task started")]
     Interrupted,
+}
+
+/// ECS's name for a pull failure: the registry refusing our credentials is an auth error.
+fn pull_error_name(e: &ImageError) -> &'static str {
+    match e {
+        ImageError::Registry { source, .. } if source.is_auth() => "CannotPullContainerAuthError",
+        _ => "CannotPullContainerError",
+    }
 }
 
 /// The reason ECS gives for an OOM kill.

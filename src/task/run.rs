@@ -15,6 +15,7 @@ use super::limits::{container_limits, task_limits, LimitSettings};
 use super::record::{self, ContainerRecord, TaskRecord};
 use super::{TaskError, OOM_REASON};
 use crate::cgroup::{Cgroup, Hierarchy, Placement};
+use crate::image::auth::PullAuth;
 use crate::image::pipeline::Quiet;
 use crate::image::{Image, PullBehavior, Store, StoreOptions};
 use crate::runtime::proto::{Command, Event, ShimConfig, EVENT_FD};
@@ -97,20 +98,32 @@ async fn run_inner(
 
     // Images, each once, in parallel; a signal aborts the pull.
     let store = Store::open(&opts.state_dir, opts.store.clone())?;
-    let mut unique: Vec<&str> = td.containers.iter().map(|c| c.image.as_str()).collect();
+    // An image pulled with a container's repositoryCredentials counts apart from the same
+    // image pulled with the configured ones.
+    let mut unique: Vec<(&str, Option<&str>)> = td
+        .containers
+        .iter()
+        .map(|c| (c.image.as_str(), c.repository_credentials.as_deref()))
+        .collect();
     unique.sort();
     unique.dedup();
-    let pulls = futures_util::future::try_join_all(
-        unique
-            .iter()
-            .map(|i| store.ensure(i, opts.pull_behavior, &Quiet)),
-    );
+    let pulls = futures_util::future::try_join_all(unique.iter().map(|(i, creds)| {
+        let auth = match creds {
+            Some(name) => PullAuth::Named(name.to_string()),
+            None => PullAuth::Configured,
+        };
+        store.ensure(i, opts.pull_behavior, auth, &Quiet)
+    }));
     let images: Vec<Image> = tokio::select! {
         r = pulls => r?,
         _ = sigint.recv() => return Err(TaskError::Interrupted),
         _ = sigterm.recv() => return Err(TaskError::Interrupted),
     };
-    let images: HashMap<&str, &Image> = unique.iter().copied().zip(images.iter()).collect();
+    let by_key: HashMap<(&str, Option<&str>), &Image> =
+        unique.iter().copied().zip(images.iter()).collect();
+    let image_of = |c: &crate::taskdef::ContainerDefinition| {
+        by_key[&(c.image.as_str(), c.repository_credentials.as_deref())]
+    };
 
     // Task directory and cgroups.
     let task_dir = opts.state_dir.join("tasks").join(&task_id);
@@ -130,7 +143,7 @@ async fn run_inner(
     let mut specs = Vec::new();
     let mut plans = Vec::new();
     for c in &td.containers {
-        let image = images[c.image.as_str()];
+        let image = image_of(c);
         let hostname = c.hostname.clone().unwrap_or_else(|| c.name.clone());
         let process = merge_process(
             c.entry_point.as_deref(),
@@ -205,7 +218,7 @@ async fn run_inner(
             .map(|(c, s)| ContainerRecord {
                 name: c.name.clone(),
                 image: c.image.clone(),
-                image_digest: images[c.image.as_str()].manifest_digest.to_string(),
+                image_digest: image_of(c).manifest_digest.to_string(),
                 cgroup: s.cgroup.clone(),
             })
             .collect(),

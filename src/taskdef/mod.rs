@@ -69,4 +69,7 @@ pub struct ContainerDefinition {
     pub max_swap: Option<u64>,
     /// `linuxParameters.swappiness` (0-100).
     pub swappiness: Option<u64>,
+    /// `repositoryCredentials.credentialsParameter`: the name of a credential in skiff's
+    /// credentials file (`named`).
+    pub repository_credentials: Option<String>,
 }

@@ -36,7 +36,6 @@ const TASK_PENDING_KEYS: &[&str] = &[
 ];
 
 const CONTAINER_PENDING_KEYS: &[&str] = &[
-    "repositoryCredentials",
     "portMappings",
     "links",
     "mountPoints",
@@ -381,9 +380,20 @@ fn parse_container(
     };
     for (key, value) in obj {
         match key.as_str() {
-            "name" | "image" | "cpu" | "memory" | "memoryReservation" | "essential"
-            | "entryPoint" | "command" | "environment" | "workingDirectory" | "stopTimeout"
-            | "hostname" | "linuxParameters" => {}
+            "name"
+            | "image"
+            | "cpu"
+            | "memory"
+            | "memoryReservation"
+            | "essential"
+            | "entryPoint"
+            | "command"
+            | "environment"
+            | "workingDirectory"
+            | "stopTimeout"
+            | "hostname"
+            | "linuxParameters"
+            | "repositoryCredentials" => {}
             k if CONTAINER_PENDING_KEYS.contains(&k) => {
                 if !is_empty_value(value) {
                     errs.push(&format!("{path}.{k}"), "not supported by skiff yet");
@@ -469,6 +479,32 @@ fn parse_container(
     let stop_timeout = get_u64(obj, "stopTimeout", path, errs);
     let hostname = get_string(obj, "hostname", path, errs);
     let (max_swap, swappiness) = parse_linux_parameters(obj, path, memory.is_some(), errs);
+    let repository_credentials = match opt_value(obj, "repositoryCredentials") {
+        None => None,
+        Some(Value::Object(rc)) => {
+            let p = format!("{path}.repositoryCredentials");
+            for k in rc.keys().filter(|k| *k != "credentialsParameter") {
+                errs.push(&format!("{p}.{k}"), "unknown field");
+            }
+            match rc.get("credentialsParameter") {
+                Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
+                _ => {
+                    errs.push(
+                        &format!("{p}.credentialsParameter"),
+                        "must be a non-empty string naming a credential",
+                    );
+                    None
+                }
+            }
+        }
+        Some(_) => {
+            errs.push(
+                &format!("{path}.repositoryCredentials"),
+                "must be an object",
+            );
+            None
+        }
+    };
     let mut environment = Vec::new();
     match opt_value(obj, "environment") {
         None => {}
@@ -526,6 +562,7 @@ fn parse_container(
         hostname,
         max_swap,
         swappiness,
+        repository_credentials,
     })
 }
 
