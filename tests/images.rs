@@ -455,3 +455,211 @@ fn images_rmi_and_prune_never_remove_what_a_task_uses() {
     assert_eq!(out.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no such image"));
 }
+
+/// One line per path: type, mode, owner, link target or content hash.
+fn tree_listing(root: &std::path::Path) -> Vec<String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let ft = m.file_type();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            let what = if ft.is_symlink() {
+                format!("-> {}", std::fs::read_link(&p).unwrap().display())
+            } else if ft.is_dir() {
+                stack.push(p.clone());
+                "dir".into()
+            } else if ft.is_file() {
+                format!("file {}", oci::sha(&std::fs::read(&p).unwrap()))
+            } else if ft.is_fifo() {
+                "fifo".into()
+            } else if ft.is_char_device() {
+                format!("char {:x}", m.rdev())
+            } else {
+                "other".into()
+            };
+            let mode = if ft.is_symlink() {
+                0
+            } else {
+                m.mode() & 0o7777
+            };
+            out.push(format!("{rel} {what} {mode:o} {}:{}", m.uid(), m.gid()));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn unpacked_root_matches_umoci() {
+    if std::process::Command::new("umoci")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        panic!("umoci is missing: scripts/deps.sh installs it");
+    }
+    let env = Env::new();
+    let reg = registry();
+    // Three layers: busybox, special entries, and one that deletes and hides.
+    let base = oci::busybox_layer();
+    let special = oci::special_layer();
+    let third = {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_size(0);
+        h.set_mtime(0);
+        b.append_data(&mut h, "etc/.wh.flavour", std::io::empty())
+            .unwrap();
+        let mut h2 = h.clone();
+        b.append_data(&mut h2, "srv/empty/.wh..wh..opq", std::io::empty())
+            .unwrap();
+        let mut h3 = h.clone();
+        h3.set_size(4);
+        b.append_data(&mut h3, "srv/empty/new", &b"new\n"[..])
+            .unwrap();
+        b.into_inner().unwrap()
+    };
+    let layers: Vec<(Vec<u8>, Vec<u8>)> = [base, special, third]
+        .into_iter()
+        .map(|t| {
+            let gz = oci::gzip(&t);
+            (t, gz)
+        })
+        .collect();
+    let layout = env.dir.join("layout");
+    oci::write_layout(&layout, arch(), &layers);
+    let pushed = std::process::Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/rootfs-tools/oci-push.sh"
+    ))
+    .arg(&layout)
+    .arg(format!("{reg}/compare:latest"))
+    .output()
+    .unwrap();
+    assert!(
+        pushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+
+    let out = pull(&env, &format!("{reg}/compare:latest"), &["-q"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // skiff's layers stacked by overlayfs, read-only.
+    let v: serde_json::Value =
+        serde_json::from_slice(&env.command(&["images", "--json"]).output().unwrap().stdout)
+            .unwrap();
+    assert_eq!(v["layers"], 3);
+    let mut lowers: Vec<String> = std::fs::read_dir(env.state.join("images"))
+        .unwrap()
+        .flatten()
+        .flat_map(|e| {
+            let img: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap();
+            img["chain_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| {
+                    env.state
+                        .join("layers")
+                        .join(c.as_str().unwrap().strip_prefix("sha256:").unwrap())
+                        .display()
+                        .to_string()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    lowers.reverse();
+    let merged = env.dir.join("merged");
+    std::fs::create_dir(&merged).unwrap();
+    let mount = std::process::Command::new("mount")
+        .args([
+            "-t",
+            "overlay",
+            "overlay",
+            "-o",
+            &format!("ro,lowerdir={}", lowers.join(":")),
+        ])
+        .arg(&merged)
+        .status()
+        .unwrap();
+    assert!(mount.success());
+    let ours = tree_listing(&merged);
+    std::process::Command::new("umount")
+        .arg(&merged)
+        .status()
+        .unwrap();
+
+    let bundle = env.dir.join("bundle");
+    let st = std::process::Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{}:latest", layout.display()))
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "umoci: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let theirs = tree_listing(&bundle.join("rootfs"));
+    let only_ours: Vec<_> = ours.iter().filter(|l| !theirs.contains(l)).collect();
+    let only_theirs: Vec<_> = theirs.iter().filter(|l| !ours.contains(l)).collect();
+    assert!(
+        only_ours.is_empty() && only_theirs.is_empty(),
+        "skiff only: {only_ours:#?}\numoci only: {only_theirs:#?}"
+    );
+    assert!(
+        ours.iter()
+            .any(|l| l.starts_with("srv/app file") && l.contains(" 4755 ")),
+        "{ours:#?}"
+    );
+    assert!(!ours.iter().any(|l| l.starts_with("etc/flavour")));
+}
+
+#[test]
+fn a_full_disk_is_a_clean_error_and_leaves_the_store_consistent() {
+    let env = Env::new();
+    let small = env.dir.join("small");
+    std::fs::create_dir(&small).unwrap();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "skiff-test-full"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args([
+            "--state-dir",
+            small.to_str().unwrap(),
+            "pull",
+            "-q",
+            &busybox(),
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let layers = std::fs::read_dir(small.join("layers"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let images = std::fs::read_dir(small.join("images"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let tmp = std::fs::read_dir(small.join("tmp"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    std::process::Command::new("umount")
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert_eq!((layers, images, tmp), (0, 0, 0), "nothing half-written");
+}

@@ -19,7 +19,7 @@ use super::digest::Digest;
 use super::manifest::Descriptor;
 use super::reference::Reference;
 use super::registry::{root_cause, Registry, RegistryError};
-use super::unpack::apply_layer;
+use super::unpack::{apply_layer_tracked, UnpackLimits};
 
 /// Chunks in flight between the download and the unpacker (each up to a network read).
 const CHANNEL_CHUNKS: usize = 16;
@@ -127,7 +127,7 @@ fn unpack_stream(
     rx: mpsc::Receiver<Result<Bytes, String>>,
     dir: &Path,
     diff_id: &Digest,
-) -> Result<u64, String> {
+) -> Result<Unpacked, String> {
     std::fs::create_dir(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
     let reader = ChannelReader {
         rx,
@@ -139,9 +139,17 @@ fn unpack_stream(
         hasher: Sha256::new(),
         bytes: 0,
     };
-    apply_layer(&mut hashing, dir).map_err(|e| e.to_string())?;
-    // Trailing bytes after the tar end belong to the diff ID too.
-    std::io::copy(&mut hashing, &mut std::io::sink()).map_err(|e| format!("decompress: {e}"))?;
+    let limits = UnpackLimits::default();
+    let implicit_dirs =
+        apply_layer_tracked(&mut hashing, dir, &limits).map_err(|e| e.to_string())?;
+    // Trailing bytes after the tar end belong to the diff ID too; they count against the
+    // same cap, so a bomb after the end marker costs nothing either.
+    let left = limits.max_bytes.saturating_sub(hashing.bytes);
+    let trailing = std::io::copy(&mut (&mut hashing).take(left + 1), &mut std::io::sink())
+        .map_err(|e| format!("decompress: {e}"))?;
+    if trailing > left {
+        return Err(format!("more than {} uncompressed bytes", limits.max_bytes));
+    }
     let got = Digest::from_hasher(hashing.hasher);
     if got != *diff_id {
         return Err(format!(
@@ -149,7 +157,18 @@ fn unpack_stream(
         ));
     }
     sync_fs(dir).map_err(|e| format!("sync: {e}"))?;
-    Ok(hashing.bytes)
+    Ok(Unpacked {
+        size: hashing.bytes,
+        implicit_dirs,
+    })
+}
+
+/// A layer unpacked into its directory, not yet visible.
+pub struct Unpacked {
+    /// Uncompressed bytes.
+    pub size: u64,
+    /// Directories the layer did not name (relative paths): their attributes come from below.
+    pub implicit_dirs: Vec<PathBuf>,
 }
 
 fn sync_fs(dir: &Path) -> std::io::Result<()> {
@@ -169,7 +188,7 @@ pub async fn fetch_layer<R: Registry>(
     diff_id: &Digest,
     dir: PathBuf,
     progress: &dyn Progress,
-) -> Result<u64, LayerError> {
+) -> Result<Unpacked, LayerError> {
     let (tx, rx) = mpsc::channel::<Result<Bytes, String>>(CHANNEL_CHUNKS);
     let diff = diff_id.clone();
     let unpack_dir = dir.clone();

@@ -383,6 +383,13 @@ impl Store {
             )));
         }
         let chain_ids = Digest::chain_ids(&cfg.rootfs.diff_ids);
+        // One fetch per layer across pulls and processes: hold every layer's lock, taken
+        // bottom-up (a stack's shared prefix is always locked in the same order, so two
+        // pulls never wait for each other in a cycle).
+        let mut layer_locks = Vec::with_capacity(chain_ids.len());
+        for c in &chain_ids {
+            layer_locks.push(FileLock::acquire(self.root.join("locks").join(c.hex()), true).await?);
+        }
         let jobs = manifest.layers.iter().enumerate().map(|(i, desc)| {
             let diff_id = cfg.rootfs.diff_ids[i].clone();
             let chain = chain_ids[i].clone();
@@ -392,7 +399,24 @@ impl Store {
                     .await
             }
         });
-        let sizes = futures_util::future::try_join_all(jobs).await?;
+        let states = futures_util::future::try_join_all(jobs).await?;
+        // Bottom-up: a layer's implicit directories take attributes from the ones below.
+        let mut sizes = Vec::with_capacity(states.len());
+        for (i, st) in states.into_iter().enumerate() {
+            match st {
+                LayerState::Present(size) => sizes.push(size),
+                LayerState::Pending(dir, unpacked) => {
+                    let lowers: Vec<PathBuf> = chain_ids[..i]
+                        .iter()
+                        .rev()
+                        .map(|c| self.layer_dir(c))
+                        .collect();
+                    self.commit_layer(&chain_ids[i], dir, &unpacked, &lowers)?;
+                    sizes.push(unpacked.size);
+                }
+            }
+        }
+        drop(layer_locks);
 
         let old = self.image(&manifest_digest);
         let img = Image {
@@ -482,6 +506,7 @@ impl Store {
         })
     }
 
+    /// Fetches one layer unless present. The caller holds the layer's lock.
     async fn ensure_layer(
         &self,
         registry: &RegistryClient,
@@ -490,21 +515,14 @@ impl Store {
         diff_id: &Digest,
         chain_id: &Digest,
         progress: &dyn Progress,
-    ) -> Result<u64, ImageError> {
-        let final_dir = self.layer_dir(chain_id);
-        let size_file = self
-            .root
-            .join("layers")
-            .join(format!("{}.size", chain_id.hex()));
-        let present = |p: &dyn Progress| {
-            p.layer_present(&desc.digest);
-            std::fs::read_to_string(&size_file)
+    ) -> Result<LayerState, ImageError> {
+        if self.layer_dir(chain_id).is_dir() {
+            progress.layer_present(&desc.digest);
+            let size = std::fs::read_to_string(self.size_file(chain_id))
                 .ok()
                 .and_then(|s| s.trim().parse().ok())
-                .unwrap_or(0)
-        };
-        if final_dir.is_dir() {
-            return Ok(present(progress));
+                .unwrap_or(0);
+            return Ok(LayerState::Present(size));
         }
         let mt = desc.media_type.as_str();
         if mt.contains("encrypted") {
@@ -519,39 +537,120 @@ impl Store {
                 msg: format!("layer {}: unknown media type {mt:?}", desc.digest),
             });
         }
-        // One fetch per layer: whoever holds its lock fetches, the others find it present.
-        let _lock = FileLock::acquire(self.root.join("locks").join(chain_id.hex()), true).await?;
-        if final_dir.is_dir() {
-            return Ok(present(progress));
-        }
         let _slot = self.layer_slots.acquire().await.expect("semaphore open");
-        let unpack_dir = self
-            .root
-            .join("tmp")
-            .join(format!("{}.layer", random_hex()));
-        let result =
-            pipeline::fetch_layer(registry, r, desc, diff_id, unpack_dir.clone(), progress).await;
-        let outcome = match result {
-            Ok(size) => std::fs::write(&size_file, size.to_string())
-                .and_then(|_| std::fs::rename(&unpack_dir, &final_dir))
-                .map(|_| size)
-                .map_err(io_err(format!("commit layer {}", final_dir.display()))),
-            Err(e) => Err(match e {
-                LayerError::Registry(source) => ImageError::Registry {
-                    image: r.to_string(),
-                    source,
-                },
-                other => ImageError::Verify {
-                    image: r.to_string(),
-                    msg: format!("layer {}: {other}", desc.digest),
-                },
+        let dir = PendingDir(
+            self.root
+                .join("tmp")
+                .join(format!("{}.layer", random_hex())),
+        );
+        match pipeline::fetch_layer(registry, r, desc, diff_id, dir.0.clone(), progress).await {
+            Ok(unpacked) => Ok(LayerState::Pending(dir, unpacked)),
+            Err(LayerError::Registry(source)) => Err(ImageError::Registry {
+                image: r.to_string(),
+                source,
             }),
-        };
-        if unpack_dir.exists() {
-            let _ = std::fs::remove_dir_all(&unpack_dir);
+            Err(other) => Err(ImageError::Verify {
+                image: r.to_string(),
+                msg: format!("layer {}: {other}", desc.digest),
+            }),
         }
-        outcome
     }
+
+    fn size_file(&self, chain_id: &Digest) -> PathBuf {
+        self.root
+            .join("layers")
+            .join(format!("{}.size", chain_id.hex()))
+    }
+
+    /// Makes a pending layer visible: implicit directories take their attributes from the
+    /// layers below (`lowers`, topmost first), then the size is written and the directory
+    /// renamed into place.
+    fn commit_layer(
+        &self,
+        chain_id: &Digest,
+        dir: PendingDir,
+        unpacked: &pipeline::Unpacked,
+        lowers: &[PathBuf],
+    ) -> Result<(), ImageError> {
+        let final_dir = self.layer_dir(chain_id);
+        let what = format!("commit layer {}", final_dir.display());
+        for rel in &unpacked.implicit_dirs {
+            if let Some(src) = lowers.iter().find_map(|l| real_dir(l, rel)) {
+                copy_dir_attributes(&src, &dir.0.join(rel))
+                    .map_err(io_err(format!("{what}: attributes of /{}", rel.display())))?;
+            }
+        }
+        std::fs::write(self.size_file(chain_id), unpacked.size.to_string())
+            .map_err(io_err(&what))?;
+        std::fs::rename(&dir.0, &final_dir).map_err(io_err(&what))?;
+        dir.disarm();
+        Ok(())
+    }
+}
+
+/// What `ensure_layer` found or made.
+enum LayerState {
+    Present(u64),
+    Pending(PendingDir, pipeline::Unpacked),
+}
+
+/// An unpack directory in tmp/, removed unless it was committed.
+struct PendingDir(PathBuf);
+
+impl PendingDir {
+    fn disarm(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for PendingDir {
+    fn drop(&mut self) {
+        if self.0.exists() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// `base/rel` when every component of it is a real directory (no symlink anywhere).
+fn real_dir(base: &Path, rel: &Path) -> Option<PathBuf> {
+    let mut cur = base.to_path_buf();
+    if !std::fs::symlink_metadata(&cur).ok()?.is_dir() {
+        return None;
+    }
+    for c in rel.components() {
+        cur.push(c);
+        if !std::fs::symlink_metadata(&cur).ok()?.is_dir() {
+            return None;
+        }
+    }
+    Some(cur)
+}
+
+/// Owner, mode and times of the directory `src` onto the directory `dst`.
+fn copy_dir_attributes(src: &Path, dst: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let m = std::fs::symlink_metadata(src)?;
+    std::os::unix::fs::lchown(dst, Some(m.uid()), Some(m.gid()))?;
+    std::fs::set_permissions(dst, std::fs::Permissions::from_mode(m.mode() & 0o7777))?;
+    let ts = |s: i64, ns: i64| libc::timespec {
+        tv_sec: s as _,
+        tv_nsec: ns as _,
+    };
+    let times = [ts(m.atime(), m.atime_nsec()), ts(m.mtime(), m.mtime_nsec())];
+    let c = std::ffi::CString::new(dst.as_os_str().as_encoded_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Retries transient registry failures with backoff.

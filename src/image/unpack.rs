@@ -32,13 +32,13 @@
 //!   or data declared for an entry type that has none, is refused (no parser desynchronisation).
 
 use std::cmp::Reverse;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Caps on what one layer may make the unpacker do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1359,7 +1359,9 @@ impl Applier<'_> {
 
     /// Owner, mode and times of directories, deepest first, each on the very directory its
     /// entry made (a directory removed or replaced since is skipped).
-    fn finish(self) -> Result<(), UnpackError> {
+    /// Applies directory attributes; returns the inodes of the directories the layer named.
+    fn finish(self) -> Result<HashSet<(u64, u64)>, UnpackError> {
+        let explicit: HashSet<(u64, u64)> = self.dirs.keys().copied().collect();
         let mut todo: Vec<((u64, u64), DirRecord)> = self.dirs.into_iter().collect();
         todo.sort_by_key(|(_, d)| Reverse(d.depth));
         for ((dev, ino), d) in todo {
@@ -1400,7 +1402,7 @@ impl Applier<'_> {
             fchmod(fd.as_fd(), d.mode).map_err(|e| fail("chmod", e))?;
             futimens(fd.as_fd(), d.mtime).map_err(|e| fail("mtime", e))?;
         }
-        Ok(())
+        Ok(explicit)
     }
 }
 
@@ -1437,18 +1439,52 @@ fn whiteout(parent: BorrowedFd, hidden: &[u8], path: &[u8]) -> Result<(), Unpack
 }
 
 /// Applies the layer read from `r` into `root` (an empty directory) with the default limits.
+#[cfg_attr(not(test), allow(dead_code))]
 pub fn apply_layer<R: Read>(r: R, root: &Path) -> Result<(), UnpackError> {
     apply_layer_with(r, root, &UnpackLimits::default())
 }
 
 /// Applies the layer read from `r` into `root` (an empty directory). Reading stops at the end
 /// of the archive (the first zero block): trailing bytes are left to the caller.
+#[cfg_attr(not(test), allow(dead_code))]
 pub fn apply_layer_with<R: Read>(
     r: R,
     root: &Path,
     limits: &UnpackLimits,
 ) -> Result<(), UnpackError> {
-    apply_impl(r, root, limits, true)
+    apply_impl(r, root, limits, true).map(drop)
+}
+
+/// Like [`apply_layer_with`], and returns the directories of the layer that no entry named
+/// (created as parents of entries, and the root itself unless a `./` entry set it), as paths
+/// relative to `root` (`""` for the root). Their attributes should come from the same path in
+/// the layers below, as overlayfs shows the topmost directory's attributes.
+pub fn apply_layer_tracked<R: Read>(
+    r: R,
+    root: &Path,
+    limits: &UnpackLimits,
+) -> Result<Vec<PathBuf>, UnpackError> {
+    use std::os::unix::fs::MetadataExt;
+    let explicit = apply_impl(r, root, limits, true)?;
+    let mut implicit = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let dir = root.join(&rel);
+        let m = std::fs::symlink_metadata(&dir)
+            .map_err(|e| entry_err(b".", format!("listing the layer: {e}")))?;
+        if !explicit.contains(&(m.dev(), m.ino())) {
+            implicit.push(rel.clone());
+        }
+        for e in std::fs::read_dir(&dir)
+            .map_err(|e| entry_err(b".", format!("listing the layer: {e}")))?
+        {
+            let e = e.map_err(|e| entry_err(b".", format!("listing the layer: {e}")))?;
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(rel.join(e.file_name()));
+            }
+        }
+    }
+    Ok(implicit)
 }
 
 fn apply_impl<R: Read>(
@@ -1456,7 +1492,7 @@ fn apply_impl<R: Read>(
     root: &Path,
     limits: &UnpackLimits,
     allow_openat2: bool,
-) -> Result<(), UnpackError> {
+) -> Result<HashSet<(u64, u64)>, UnpackError> {
     let root_dir = Root::open(root, allow_openat2).map_err(|e| {
         entry_err(
             b".",
@@ -1795,9 +1831,9 @@ mod tests {
         walk: bool,
     ) -> Result<(), UnpackError> {
         if gzipped {
-            apply_impl(flate2::read::GzDecoder::new(data), root, limits, !walk)
+            apply_impl(flate2::read::GzDecoder::new(data), root, limits, !walk).map(drop)
         } else {
-            apply_impl(data, root, limits, !walk)
+            apply_impl(data, root, limits, !walk).map(drop)
         }
     }
 

@@ -175,3 +175,124 @@ pub fn push_image(
     );
     (manifest.into_bytes(), d)
 }
+
+/// A layer with the entry kinds a comparison should cover: hardlinks, setuid, owners,
+/// symlinks, a FIFO, a device node, directory modes.
+pub fn special_layer() -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut add =
+        |path: &str, kind: tar::EntryType, mode: u32, uid: u64, link: Option<&str>, data: &[u8]| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_mode(mode);
+            h.set_uid(uid);
+            h.set_gid(uid);
+            h.set_mtime(1_600_000_000);
+            h.set_size(data.len() as u64);
+            if kind == tar::EntryType::Char {
+                h.set_device_major(1).unwrap();
+                h.set_device_minor(3).unwrap();
+            }
+            match link {
+                Some(l) => b.append_link(&mut h, path, l).unwrap(),
+                None => b.append_data(&mut h, path, data).unwrap(),
+            }
+        };
+    add("srv/", tar::EntryType::Directory, 0o750, 1000, None, b"");
+    add(
+        "srv/app",
+        tar::EntryType::Regular,
+        0o4755,
+        0,
+        None,
+        b"#!/bin/sh\necho app\n",
+    );
+    add(
+        "srv/data.txt",
+        tar::EntryType::Regular,
+        0o640,
+        1000,
+        None,
+        b"owned by 1000\n",
+    );
+    add(
+        "srv/hard",
+        tar::EntryType::Link,
+        0o640,
+        1000,
+        Some("srv/data.txt"),
+        b"",
+    );
+    add(
+        "srv/rel-link",
+        tar::EntryType::Symlink,
+        0o777,
+        0,
+        Some("data.txt"),
+        b"",
+    );
+    add(
+        "srv/abs-link",
+        tar::EntryType::Symlink,
+        0o777,
+        0,
+        Some("/etc/motd"),
+        b"",
+    );
+    add("srv/fifo", tar::EntryType::Fifo, 0o600, 0, None, b"");
+    add("srv/null", tar::EntryType::Char, 0o666, 0, None, b"");
+    add(
+        "srv/empty/",
+        tar::EntryType::Directory,
+        0o1777,
+        0,
+        None,
+        b"",
+    );
+    b.into_inner().unwrap()
+}
+
+/// Writes an OCI image layout (for umoci) of layers given as (tar, gzip) pairs.
+pub fn write_layout(dir: &std::path::Path, arch: &str, layers: &[(Vec<u8>, Vec<u8>)]) {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |b: &[u8]| {
+        let d = sha(b);
+        std::fs::write(blobs.join(d.strip_prefix("sha256:").unwrap()), b).unwrap();
+        d
+    };
+    let diffs: Vec<String> = layers
+        .iter()
+        .map(|(t, _)| format!("\"{}\"", sha(t)))
+        .collect();
+    let descs: Vec<String> = layers
+        .iter()
+        .map(|(_, gz)| {
+            format!(
+                r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{}","size":{}}}"#,
+                put(gz),
+                gz.len()
+            )
+        })
+        .collect();
+    let config = format!(
+        r#"{{"architecture":"{arch}","os":"linux","config":{{"Cmd":["sh"]}},"rootfs":{{"type":"layers","diff_ids":[{}]}}}}"#,
+        diffs.join(",")
+    );
+    let cd = put(config.as_bytes());
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{cd}","size":{}}},"layers":[{}]}}"#,
+        config.len(),
+        descs.join(",")
+    );
+    let md = put(manifest.as_bytes());
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(
+        dir.join("index.json"),
+        format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{md}","size":{},"annotations":{{"org.opencontainers.image.ref.name":"latest"}}}}]}}"#,
+            manifest.len()
+        ),
+    )
+    .unwrap();
+}
