@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
-# Pushes the image of an OCI image layout (its index.json's first manifest) to a registry
-# over the distribution API, with curl only. Plain HTTP: meant for loopback test registries.
+# Pushes the image of an OCI image layout (its index.json's first manifest) to a registry that
+# may want credentials, over the distribution API with curl only: anonymous, Basic
+# credentials (-u) or a Bearer token (-t). Plain HTTP: for loopback test registries.
 #
-#   rootfs-tools/oci-push.sh LAYOUT_DIR HOST:PORT/REPO:TAG
+#   rootfs-tools/oci-push.sh [-u USER:PASS | -t TOKEN] LAYOUT_DIR HOST:PORT/REPO:TAG
 set -euo pipefail
 
-layout=${1:?usage: oci-push.sh LAYOUT_DIR HOST:PORT/REPO:TAG}
-ref=${2:?usage: oci-push.sh LAYOUT_DIR HOST:PORT/REPO:TAG}
+auth=()
+while getopts "u:t:" opt; do
+    case $opt in
+    u) auth=(-u "$OPTARG") ;;
+    t) auth=(-H "Authorization: Bearer $OPTARG") ;;
+    *) echo "usage: oci-push.sh [-u USER:PASS | -t TOKEN] LAYOUT_DIR HOST:PORT/REPO:TAG" >&2; exit 2 ;;
+    esac
+done
+shift $((OPTIND - 1))
+layout=${1:?usage: oci-push.sh [-u USER:PASS | -t TOKEN] LAYOUT_DIR HOST:PORT/REPO:TAG}
+ref=${2:?usage: oci-push.sh [-u USER:PASS | -t TOKEN] LAYOUT_DIR HOST:PORT/REPO:TAG}
 host=${ref%%/*}
 rest=${ref#*/}
 repo=${rest%:*}
@@ -19,16 +29,16 @@ blob_path() { echo "$layout/blobs/sha256/${1#sha256:}"; }
 push_blob() {
     local digest=$1 file
     file=$(blob_path "$digest")
-    if curl -fsS -o /dev/null -I "$base/blobs/$digest" 2>/dev/null; then
+    if curl -fsS "${auth[@]}" -o /dev/null -I "$base/blobs/$digest" 2>/dev/null; then
         return 0
     fi
     local location
-    location=$(curl -fsS -X POST -D - -o /dev/null "$base/blobs/uploads/" | tr -d '\r' | awk 'tolower($1)=="location:"{print $2}')
+    location=$(curl -fsS "${auth[@]}" -X POST -D - -o /dev/null "$base/blobs/uploads/" | tr -d '\r' | awk 'tolower($1)=="location:"{print $2}')
     [[ -n $location ]] || { echo "oci-push: no upload location from $host" >&2; exit 1; }
     [[ $location == http* ]] || location="http://$host$location"
     local sep='?'
     [[ $location == *\?* ]] && sep='&'
-    curl -fsS -X PUT -H 'Content-Type: application/octet-stream' --data-binary @"$file" \
+    curl -fsS "${auth[@]}" -X PUT -H 'Content-Type: application/octet-stream' --data-binary @"$file" \
         "$location${sep}digest=$digest" -o /dev/null
 }
 
@@ -43,6 +53,6 @@ for l in m["layers"]:
 ' "$manifest"); do
     push_blob "$d"
 done
-curl -fsS -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' \
+curl -fsS "${auth[@]}" -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' \
     --data-binary @"$manifest" "$base/manifests/$tag" -o /dev/null
 echo "pushed $host/$repo:$tag ($manifest_digest)"

@@ -170,12 +170,15 @@ impl Fixture {
             "busybox-image.sh: {}",
             stderr(&built)
         );
-        let pushed = Command::new(tool("oci-push.sh"))
-            .args(auth)
-            .arg(&layout)
-            .arg(self.image())
-            .output()
-            .unwrap();
+        let pushed = Command::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/rootfs-tools/oci-push.sh"
+        ))
+        .args(auth)
+        .arg(&layout)
+        .arg(self.image())
+        .output()
+        .unwrap();
         assert!(
             pushed.status.success(),
             "push: {}{}\nregistry log:\n{}",

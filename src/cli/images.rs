@@ -77,20 +77,7 @@ pub fn images_in_use(state_dir: &Path) -> HashSet<String> {
         .collect()
 }
 
-fn human(b: u64) -> String {
-    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < U.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{b}B")
-    } else {
-        format!("{v:.1}{}", U[i])
-    }
-}
+use super::human_bytes as human;
 
 fn short(d: &Digest) -> String {
     d.hex()[..12].to_string()

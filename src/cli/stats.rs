@@ -124,20 +124,7 @@ fn usage(prev: &Sample, cur: &Sample, net: NetSample, wall_ns: u64, cores: u32) 
     }
 }
 
-fn human(b: u64) -> String {
-    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < U.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{b}B")
-    } else {
-        format!("{v:.1}{}", U[i])
-    }
-}
+use super::human_bytes as human;
 
 fn secs(f: f64, what: &str) -> Result<Duration, String> {
     if f.is_finite() && f > 0.0 && f <= 86_400.0 {
