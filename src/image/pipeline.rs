@@ -84,21 +84,6 @@ impl Read for ChannelReader {
     }
 }
 
-struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-    bytes: u64,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
-    }
-}
-
 /// Reads the first bytes to tell the compression, then gives them back in front of the rest.
 fn decompressor(mut r: ChannelReader) -> std::io::Result<Box<dyn Read>> {
     let mut magic = [0u8; 4];
@@ -122,35 +107,107 @@ fn decompressor(mut r: ChannelReader) -> std::io::Result<Box<dyn Read>> {
     })
 }
 
-/// The blocking half: decompress, hash, apply; returns the uncompressed size.
+/// Decompressed blocks in flight between the inflating thread and the applying thread.
+const INFLATED_BLOCKS: usize = 8;
+const INFLATE_BLOCK: usize = 256 * 1024;
+
+/// Reads the blocks the inflating thread sends.
+struct BlockReader {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for BlockReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.buf.len() {
+            match self.rx.recv() {
+                Ok(b) => {
+                    self.buf = b;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// The blocking half, on two threads so that inflating overlaps applying: this one applies,
+/// a second one decompresses and hashes the tar stream (diff ID) to its very end.
 fn unpack_stream(
     rx: mpsc::Receiver<Result<Bytes, String>>,
     dir: &Path,
     diff_id: &Digest,
 ) -> Result<Unpacked, String> {
+    use std::sync::atomic::{AtomicBool, Ordering};
     std::fs::create_dir(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    let reader = ChannelReader {
-        rx,
-        buf: Bytes::new(),
-    };
-    let inner = decompressor(reader).map_err(|e| format!("decompress: {e}"))?;
-    let mut hashing = HashingReader {
-        inner,
-        hasher: Sha256::new(),
-        bytes: 0,
-    };
     let limits = UnpackLimits::default();
-    let implicit_dirs =
-        apply_layer_tracked(&mut hashing, dir, &limits).map_err(|e| e.to_string())?;
-    // Trailing bytes after the tar end belong to the diff ID too; they count against the
-    // same cap, so a bomb after the end marker costs nothing either.
-    let left = limits.max_bytes.saturating_sub(hashing.bytes);
-    let trailing = std::io::copy(&mut (&mut hashing).take(left + 1), &mut std::io::sink())
-        .map_err(|e| format!("decompress: {e}"))?;
-    if trailing > left {
-        return Err(format!("more than {} uncompressed bytes", limits.max_bytes));
+    let max_bytes = limits.max_bytes;
+    let (btx, brx) = std::sync::mpsc::sync_channel::<Vec<u8>>(INFLATED_BLOCKS);
+    let apply_failed = std::sync::Arc::new(AtomicBool::new(false));
+    let failed = apply_failed.clone();
+    let inflater = std::thread::Builder::new()
+        .name("skiff-inflate".into())
+        .spawn(move || -> Result<(Digest, u64), String> {
+            let reader = ChannelReader {
+                rx,
+                buf: Bytes::new(),
+            };
+            let mut inner = decompressor(reader).map_err(|e| format!("decompress: {e}"))?;
+            let mut hasher = Sha256::new();
+            let mut total: u64 = 0;
+            let mut sending = true;
+            loop {
+                let mut block = vec![0u8; INFLATE_BLOCK];
+                let mut n = 0;
+                while n < block.len() {
+                    match inner.read(&mut block[n..]) {
+                        Ok(0) => break,
+                        Ok(k) => n += k,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(format!("decompress: {e}")),
+                    }
+                }
+                if n == 0 {
+                    break;
+                }
+                block.truncate(n);
+                hasher.update(&block);
+                total += n as u64;
+                // Trailing bytes after the tar end count against the same cap.
+                if total > max_bytes {
+                    return Err(format!("more than {max_bytes} uncompressed bytes"));
+                }
+                if sending && btx.send(block).is_err() {
+                    // The applier is done: go on hashing to the end, unless it failed.
+                    if failed.load(Ordering::Relaxed) {
+                        return Err("stopped".into());
+                    }
+                    sending = false;
+                }
+            }
+            Ok((Digest::from_hasher(hasher), total))
+        })
+        .map_err(|e| format!("start the inflating thread: {e}"))?;
+    let mut blocks = BlockReader {
+        rx: brx,
+        buf: Vec::new(),
+        pos: 0,
+    };
+    let applied = apply_layer_tracked(&mut blocks, dir, &limits).map_err(|e| e.to_string());
+    if applied.is_err() {
+        apply_failed.store(true, Ordering::Relaxed);
     }
-    let got = Digest::from_hasher(hashing.hasher);
+    drop(blocks);
+    let inflated = inflater
+        .join()
+        .map_err(|_| "the inflating thread panicked".to_string())?;
+    let implicit_dirs = applied?;
+    let (got, size) = inflated?;
     if got != *diff_id {
         return Err(format!(
             "diff ID mismatch: got {got}, the config says {diff_id}"
@@ -158,7 +215,7 @@ fn unpack_stream(
     }
     sync_fs(dir).map_err(|e| format!("sync: {e}"))?;
     Ok(Unpacked {
-        size: hashing.bytes,
+        size,
         implicit_dirs,
     })
 }
