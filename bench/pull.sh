@@ -36,6 +36,8 @@ ref = f"127.0.0.1:{port}/bench:latest"
 
 def timed(cmds, before):
     before()
+    # The previous run's deletions and writeback are not this run's work.
+    subprocess.run(["sync"], check=True)
     t = time.perf_counter()
     for c in cmds:
         subprocess.run(c, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
