@@ -44,7 +44,64 @@ pub struct TaskDefinition {
     pub cpu: Option<u64>,
     /// Task-level memory in MiB: a hard limit on the task.
     pub memory: Option<u64>,
+    /// `pidMode`: None = a PID namespace per container (Docker's default).
+    pub pid_mode: Option<PidMode>,
+    /// `ipcMode`: None = a private IPC namespace per container (Docker's default).
+    pub ipc_mode: Option<IpcMode>,
     pub containers: Vec<ContainerDefinition>,
+}
+
+/// `pidMode`: `task` shares one PID namespace among the task's containers; `host` uses the
+/// host's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PidMode {
+    Task,
+    Host,
+}
+
+/// `ipcMode`: `task` shares one IPC namespace among the task's containers; `host` uses the
+/// host's; `none` gives each container a private one with /dev/shm not mounted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpcMode {
+    Task,
+    Host,
+    None,
+}
+
+/// One `ulimits` entry; `name` is ECS's lower-case name (`nofile`, `nproc`, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ulimit {
+    pub name: String,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// `linuxParameters.devices[]` permission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DevicePermission {
+    Read,
+    Write,
+    Mknod,
+}
+
+/// `linuxParameters.devices[]`: a host device made available in the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    pub host_path: String,
+    /// Defaults to `host_path`.
+    pub container_path: String,
+    /// Empty in the JSON means all three (Docker's "rwm").
+    pub permissions: Vec<DevicePermission>,
+}
+
+/// `linuxParameters.tmpfs[]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tmpfs {
+    pub container_path: String,
+    /// MiB.
+    pub size: u64,
+    /// Mount options as given (`ro`, `noexec`, `mode=1777`, ...), validated.
+    pub mount_options: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -72,4 +129,26 @@ pub struct ContainerDefinition {
     /// `repositoryCredentials.credentialsParameter`: the name of a credential in skiff's
     /// credentials file (`named`).
     pub repository_credentials: Option<String>,
+    pub privileged: bool,
+    pub readonly_root_filesystem: bool,
+    /// `user`: `uid`, `uid:gid`, `name`, `name:group` (resolved inside the container).
+    pub user: Option<String>,
+    pub ulimits: Vec<Ulimit>,
+    /// `systemControls`: (name, value), namespaced sysctls only.
+    pub system_controls: Vec<(String, String)>,
+    pub interactive: bool,
+    pub pseudo_terminal: bool,
+    /// `linuxParameters.capabilities.add` / `.drop`: upper-case names without `CAP_`, or `ALL`.
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub devices: Vec<Device>,
+    pub init_process_enabled: bool,
+    /// `linuxParameters.sharedMemorySize` in MiB (size of /dev/shm).
+    pub shared_memory_size: Option<u64>,
+    pub tmpfs: Vec<Tmpfs>,
+    /// `dnsServers`, `dnsSearchDomains`: written to the container's /etc/resolv.conf.
+    pub dns_servers: Vec<String>,
+    pub dns_search_domains: Vec<String>,
+    /// `extraHosts`: (hostname, ipAddress) lines added to the container's /etc/hosts.
+    pub extra_hosts: Vec<(String, String)>,
 }

@@ -271,6 +271,8 @@ fn parse_task(obj: &Map<String, Value>, errs: &mut Errors) -> Option<TaskDefinit
         cpu,
         memory,
         containers,
+        pid_mode: None,
+        ipc_mode: None,
     })
 }
 
@@ -563,6 +565,7 @@ fn parse_container(
         max_swap,
         swappiness,
         repository_credentials,
+        ..Default::default()
     })
 }
 
