@@ -5,6 +5,7 @@
 //! `<own cgroup>/<parent name>/<task id>/<container name>`.
 
 mod detect;
+pub mod devices;
 mod oom;
 pub mod stats;
 mod v1;

@@ -5,8 +5,14 @@
 //! started before any tokio runtime exists: after `clone` in a multi-threaded process only
 //! async-signal-safe calls are allowed, and the container setup needs far more.
 
+pub mod caps;
+pub mod init;
+pub mod logfile;
 mod process;
 pub mod proto;
 mod rootfs;
+pub mod seccomp;
 pub mod shim;
 pub mod spec;
+mod syscalls;
+pub mod user;
