@@ -3,6 +3,7 @@
 //! Parsing walks the JSON by hand rather than through serde derive so that every problem is
 //! reported with its field path, and all problems of a file are reported at once.
 
+mod linux;
 mod parse;
 pub mod units;
 

@@ -2,6 +2,7 @@
 
 use serde_json::{Map, Value};
 
+use super::linux::{self, TaskContext};
 use super::units::{parse_cpu, parse_memory_mib};
 use super::{ContainerDefinition, NetworkMode, TaskDefError, TaskDefinition};
 
@@ -25,8 +26,6 @@ const TASK_METADATA_KEYS: &[&str] = &[
 const TASK_PENDING_KEYS: &[&str] = &[
     "volumes",
     "placementConstraints",
-    "pidMode",
-    "ipcMode",
     "proxyConfiguration",
     "inferenceAccelerators",
     "ephemeralStorage",
@@ -43,21 +42,11 @@ const CONTAINER_PENDING_KEYS: &[&str] = &[
     "dependsOn",
     "startTimeout",
     "healthCheck",
-    "dnsServers",
-    "dnsSearchDomains",
-    "extraHosts",
     "disableNetworking",
-    "privileged",
-    "readonlyRootFilesystem",
-    "ulimits",
-    "systemControls",
     "dockerLabels",
     "logConfiguration",
     "restartPolicy",
-    "interactive",
-    "pseudoTerminal",
     "resourceRequirements",
-    "user",
     "secrets",
     "environmentFiles",
     "firelensConfiguration",
@@ -70,15 +59,15 @@ const MAX_CONTAINERS: usize = 10;
 /// ECS rejects container memory below 6 MiB.
 const MIN_CONTAINER_MEMORY_MIB: u64 = 6;
 
-struct Errors(Vec<String>);
+pub(super) struct Errors(Vec<String>);
 
 impl Errors {
-    fn push(&mut self, path: &str, msg: impl std::fmt::Display) {
+    pub(super) fn push(&mut self, path: &str, msg: impl std::fmt::Display) {
         self.0.push(format!("{path}: {msg}"));
     }
 }
 
-fn is_empty_value(v: &Value) -> bool {
+pub(super) fn is_empty_value(v: &Value) -> bool {
     match v {
         Value::Null | Value::Bool(false) => true,
         Value::Array(a) => a.is_empty(),
@@ -154,7 +143,9 @@ fn parse_task(obj: &Map<String, Value>, errs: &mut Errors) -> Option<TaskDefinit
             | "networkMode"
             | "cpu"
             | "memory"
-            | "runtimePlatform" => {}
+            | "runtimePlatform"
+            | "pidMode"
+            | "ipcMode" => {}
             k if TASK_METADATA_KEYS.contains(&k) => {}
             k if TASK_PENDING_KEYS.contains(&k) => {
                 if !is_empty_value(value) {
@@ -213,6 +204,12 @@ fn parse_task(obj: &Map<String, Value>, errs: &mut Errors) -> Option<TaskDefinit
     if let Some(rp) = opt_value(obj, "runtimePlatform") {
         check_runtime_platform(rp, errs);
     }
+    let pid_mode = linux::parse_pid_mode(obj, errs);
+    let ipc_mode = linux::parse_ipc_mode(obj, errs);
+    let ctx = TaskContext {
+        network_mode,
+        ipc_mode,
+    };
 
     let mut containers = Vec::new();
     match obj.get("containerDefinitions") {
@@ -231,7 +228,7 @@ fn parse_task(obj: &Map<String, Value>, errs: &mut Errors) -> Option<TaskDefinit
             }
             for (i, c) in list.iter().enumerate() {
                 let path = format!("containerDefinitions[{i}]");
-                if let Some(cd) = parse_container(c, &path, memory.is_some(), errs) {
+                if let Some(cd) = parse_container(c, &path, memory.is_some(), ctx, errs) {
                     containers.push(cd);
                 }
             }
@@ -271,8 +268,8 @@ fn parse_task(obj: &Map<String, Value>, errs: &mut Errors) -> Option<TaskDefinit
         cpu,
         memory,
         containers,
-        pid_mode: None,
-        ipc_mode: None,
+        pid_mode,
+        ipc_mode,
     })
 }
 
@@ -317,7 +314,7 @@ fn check_runtime_platform(v: &Value, errs: &mut Errors) {
     }
 }
 
-fn opt_value<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+pub(super) fn opt_value<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     obj.get(key).filter(|v| !v.is_null())
 }
 
@@ -331,7 +328,7 @@ fn get_u64(obj: &Map<String, Value>, key: &str, path: &str, errs: &mut Errors) -
     }
 }
 
-fn get_string(
+pub(super) fn get_string(
     obj: &Map<String, Value>,
     key: &str,
     path: &str,
@@ -374,6 +371,7 @@ fn parse_container(
     v: &Value,
     path: &str,
     task_has_memory: bool,
+    ctx: TaskContext,
     errs: &mut Errors,
 ) -> Option<ContainerDefinition> {
     let Value::Object(obj) = v else {
@@ -396,6 +394,7 @@ fn parse_container(
             | "hostname"
             | "linuxParameters"
             | "repositoryCredentials" => {}
+            k if linux::CONTAINER_KEYS.contains(&k) => {}
             k if CONTAINER_PENDING_KEYS.contains(&k) => {
                 if !is_empty_value(value) {
                     errs.push(&format!("{path}.{k}"), "not supported by skiff yet");
@@ -549,7 +548,7 @@ fn parse_container(
         }
         Some(_) => errs.push(&format!("{path}.environment"), "must be an array"),
     }
-    Some(ContainerDefinition {
+    let mut cd = ContainerDefinition {
         name,
         image,
         cpu,
@@ -566,11 +565,13 @@ fn parse_container(
         swappiness,
         repository_credentials,
         ..Default::default()
-    })
+    };
+    linux::parse_container_linux(obj, path, ctx, &mut cd, errs);
+    Some(cd)
 }
 
-/// `linuxParameters`: `maxSwap` and `swappiness` so far; its other keys are rejected when they
-/// carry a value.
+/// `linuxParameters`: `maxSwap` and `swappiness`; its other keys are parsed in
+/// [`linux::parse_container_linux`].
 fn parse_linux_parameters(
     obj: &Map<String, Value>,
     path: &str,
@@ -586,14 +587,10 @@ fn parse_linux_parameters(
             return (None, None);
         }
     };
-    for (k, v) in lp {
+    for k in lp.keys() {
         match k.as_str() {
             "maxSwap" | "swappiness" => {}
-            "capabilities" | "devices" | "initProcessEnabled" | "sharedMemorySize" | "tmpfs" => {
-                if !is_empty_value(v) {
-                    errs.push(&format!("{lp_path}.{k}"), "not supported by skiff yet");
-                }
-            }
+            k if linux::LINUX_PARAMETERS_KEYS.contains(&k) => {}
             _ => errs.push(&format!("{lp_path}.{k}"), "unknown field"),
         }
     }
@@ -672,14 +669,17 @@ mod tests {
     #[test]
     fn reports_all_errors_with_paths() {
         let e = errors_of(
-            r#"{"family":"bad family!","containerDefinitions":[
-                {"name":"a","image":"i","memory":10,"memoryReservation":20,"essential":false},
+            r#"{"family":"bad family!","ipcMode":"private","containerDefinitions":[
+                {"name":"a","image":"i","memory":10,"memoryReservation":20,"essential":false,
+                 "ulimits":[{"name":"nofile","softLimit":2,"hardLimit":1}]},
                 {"name":"a","image":"","memory":2,"essential":false,"portMappings":[{"containerPort":80}]},
                 {"image":"x","bogus":1,"essential":false}]}"#,
         );
         let want = [
             "family: \"bad family!\" is not valid",
+            "ipcMode: \"private\" is not one of task, host, none",
             "containerDefinitions[0].memoryReservation: 20 MiB must be less than memory (10 MiB)",
+            "containerDefinitions[0].ulimits[0].softLimit: 2 is more than hardLimit 1",
             "containerDefinitions[1].image: must not be empty",
             "containerDefinitions[1].memory: 2 MiB is below the minimum of 6 MiB",
             "containerDefinitions[1].portMappings: not supported by skiff yet",
@@ -730,20 +730,22 @@ mod tests {
     fn linux_parameters_swap() {
         let td = parse_task_definition(
             br#"{"family":"f","containerDefinitions":[{"name":"a","image":"i","memory":64,
-                "linuxParameters":{"maxSwap":128,"swappiness":10,"tmpfs":[]}}]}"#,
+                "linuxParameters":{"maxSwap":128,"swappiness":10,"tmpfs":[],
+                "initProcessEnabled":true}}]}"#,
             None,
         )
         .unwrap();
         assert_eq!(td.containers[0].max_swap, Some(128));
         assert_eq!(td.containers[0].swappiness, Some(10));
+        assert!(td.containers[0].init_process_enabled);
         let e = errors_of(
             r#"{"family":"f","memory":"128","containerDefinitions":[{"name":"a","image":"i",
-                "linuxParameters":{"maxSwap":64,"swappiness":101,"initProcessEnabled":true,"x":1}}]}"#,
+                "linuxParameters":{"maxSwap":64,"swappiness":101,"initProcessEnabled":"on","x":1}}]}"#,
         );
         for w in [
             "containerDefinitions[0].linuxParameters.swappiness: 101 is not between 0 and 100",
             "containerDefinitions[0].linuxParameters.maxSwap: needs the container's hard memory limit",
-            "containerDefinitions[0].linuxParameters.initProcessEnabled: not supported by skiff yet",
+            "containerDefinitions[0].linuxParameters.initProcessEnabled: must be true or false",
             "containerDefinitions[0].linuxParameters.x: unknown field",
         ] {
             assert!(e.iter().any(|x| x.starts_with(w)), "missing {w:?} in {e:#?}");
@@ -818,6 +820,39 @@ mod tests {
                 "{e:?}"
             ),
             other => panic!("{other:?}"),
+        }
+        // The runtime fields (privileged here) are no longer "not supported"; the rest are.
+        match parse_task_definition(
+            String::from_utf8(read("appmesh-plugin-validator.json"))
+                .unwrap()
+                .replace("$$$", "")
+                .as_bytes(),
+            None,
+        ) {
+            Err(TaskDefError::Invalid(e)) => assert_eq!(
+                e,
+                vec![
+                    "proxyConfiguration: not supported by skiff yet".to_string(),
+                    "volumes: not supported by skiff yet".to_string(),
+                    "containerDefinitions[0].logConfiguration: not supported by skiff yet"
+                        .to_string(),
+                    "containerDefinitions[0].mountPoints: not supported by skiff yet".to_string(),
+                ]
+            ),
+            other => panic!("{other:?}"),
+        }
+        for ok in [
+            "add-drop-capabilities.json",
+            "devices.json",
+            "init-process.json",
+            "nofiles-ulimit.json",
+            "sysctl.json",
+            "tmpfs.json",
+            "pid-namespace-task-share.json",
+        ] {
+            if let Err(e) = parse_task_definition(&read(ok), None) {
+                panic!("{ok}: {e}");
+            }
         }
     }
 }
