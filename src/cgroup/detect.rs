@@ -15,8 +15,9 @@ pub enum Mode {
     V2,
 }
 
-/// v1 controllers skiff places its cgroups in.
-const V1_CONTROLLERS: &[&str] = &["memory", "cpu", "cpuacct", "pids", "blkio"];
+/// v1 controllers skiff places its cgroups in. Only memory is required; a hierarchy the host
+/// lacks is left out. `devices` holds the per-container device allowlist.
+const V1_CONTROLLERS: &[&str] = &["memory", "cpu", "cpuacct", "pids", "blkio", "devices"];
 
 struct MountEntry {
     root: String,
@@ -186,6 +187,7 @@ impl Hierarchy {
         // v1 hierarchies that carry a controller we use, each once.
         let mut v1_dirs: Vec<PathBuf> = Vec::new();
         let mut memory_dir = None;
+        let mut devices_dir = None;
         let mut controllers = Vec::new();
         if !pure_v2 {
             for m in mounts.iter().filter(|m| m.fstype == "cgroup") {
@@ -210,6 +212,9 @@ impl Hierarchy {
                 if ctrls.iter().any(|c| *c == "memory") {
                     memory_dir = Some(dir.clone());
                 }
+                if ctrls.iter().any(|c| *c == "devices") {
+                    devices_dir = Some(dir.clone());
+                }
                 controllers.extend(ctrls.iter().map(|c| c.to_string()));
                 v1_dirs.push(dir);
             }
@@ -226,6 +231,7 @@ impl Hierarchy {
                 mode: Mode::V1,
                 dirs: v1_dirs,
                 memory_dir,
+                devices_dir,
             };
             let parent = own.child(parent_name);
             controllers.sort();
@@ -257,7 +263,9 @@ impl Hierarchy {
         let own = Cgroup {
             mode: Mode::V2,
             dirs: vec![own_dir.clone()],
-            memory_dir: Some(own_dir),
+            memory_dir: Some(own_dir.clone()),
+            // Device programs attach to the cgroup itself; no controller is involved.
+            devices_dir: Some(own_dir),
         };
         let parent = own.child(parent_name);
         Ok(Hierarchy {
@@ -330,6 +338,17 @@ impl Hierarchy {
     }
 }
 
+/// The cgroup2 directory this process runs in, wherever cgroup2 is mounted (also on a hybrid
+/// host, whose unified tree has no controllers). For tests of device programs.
+#[cfg(test)]
+pub(super) fn own_unified_dir() -> Option<PathBuf> {
+    let mounts = parse_mountinfo(&std::fs::read_to_string("/proc/self/mountinfo").ok()?);
+    let procs = parse_proc_cgroup(&std::fs::read_to_string("/proc/self/cgroup").ok()?);
+    let m = mounts.iter().find(|m| m.fstype == "cgroup2")?;
+    let (_, path) = procs.iter().find(|(c, _)| c.is_empty())?;
+    Some(own_dir(m, path))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,6 +401,53 @@ mod tests {
             t.procs_files()[2],
             PathBuf::from("/sys/fs/cgroup/memory/process_api/ad16/skiff/abc/web/cgroup.procs")
         );
+    }
+
+    #[test]
+    fn devices_hierarchy_when_present() {
+        let h = Hierarchy::from_tables(
+            HYBRID_MI,
+            HYBRID_PC,
+            &Placement::beneath_own("skiff"),
+            false,
+        )
+        .unwrap();
+        assert_eq!(h.parent.devices_dir, None, "no devices hierarchy: skipped");
+        let mi = format!(
+            "{HYBRID_MI}36 31 0:33 / /sys/fs/cgroup/devices rw,relatime - cgroup cgroup rw,devices\n"
+        );
+        let pc = format!("5:devices:/user.slice\n{HYBRID_PC}");
+        let h = Hierarchy::from_tables(&mi, &pc, &Placement::beneath_own("skiff"), false).unwrap();
+        let dev = PathBuf::from("/sys/fs/cgroup/devices/user.slice/skiff");
+        assert_eq!(h.parent.devices_dir.as_ref(), Some(&dev));
+        assert!(
+            h.parent.dirs.contains(&dev),
+            "joined and removed like the others"
+        );
+        assert!(h.controllers.iter().any(|c| c == "devices"));
+        let c = h.parent.child("t").child("web");
+        assert_eq!(c.devices_dir, Some(dev.join("t/web")));
+        assert!(c.procs_files().contains(&dev.join("t/web/cgroup.procs")));
+
+        // v2: the cgroup directory itself.
+        let h = Hierarchy::from_tables(
+            "41 31 0:38 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n",
+            "0::/init.scope\n",
+            &Placement::beneath_own("skiff"),
+            true,
+        );
+        // (reads /sys/fs/cgroup/cgroup.controllers; on a host without memory there it fails)
+        if let Ok(h) = h {
+            assert_eq!(h.parent.devices_dir, Some(h.parent.dirs[0].clone()));
+        }
+    }
+
+    #[test]
+    fn old_records_without_devices_dir_parse() {
+        let json = r#"{"mode":"V1","dirs":["/sys/fs/cgroup/memory/skiff/t"],"memory_dir":"/sys/fs/cgroup/memory/skiff/t"}"#;
+        let cg: Cgroup = serde_json::from_str(json).unwrap();
+        assert_eq!(cg.devices_dir, None);
+        assert_eq!(cg.dirs.len(), 1);
     }
 
     #[test]

@@ -34,6 +34,10 @@ pub enum CgroupError {
     },
     #[error("cgroup {path}: {msg}")]
     Setup { path: PathBuf, msg: String },
+    /// A host device named for a container: missing, or not a device.
+    #[cfg_attr(not(test), allow(dead_code))]
+    #[error("device {path}: {msg}")]
+    Device { path: PathBuf, msg: String },
 }
 
 pub(crate) fn io_err(path: &Path, op: &'static str) -> impl FnOnce(std::io::Error) -> CgroupError {
@@ -95,6 +99,12 @@ pub struct Cgroup {
     pub dirs: Vec<PathBuf>,
     /// The directory holding the memory controller's files.
     pub memory_dir: Option<PathBuf>,
+    /// Where the device allowlist is enforced (see [`Cgroup::apply_devices`]): v1, the
+    /// directory in the devices hierarchy (None when the host has no devices controller; it is
+    /// also one of `dirs`); v2, the cgroup's directory, to which a BPF program is attached.
+    /// Records written before this field existed read as None.
+    #[serde(default)]
+    pub devices_dir: Option<PathBuf>,
 }
 
 impl Cgroup {
@@ -143,8 +153,9 @@ impl Cgroup {
         }
     }
 
-    /// Removes the cgroup's directories, retrying briefly while exiting processes leave.
-    /// Returns the directories that could not be removed.
+    /// Removes the cgroup's directories (the devices one among them: it is one of `dirs`),
+    /// retrying briefly while exiting processes leave. Returns the directories that could not
+    /// be removed. On v2 a device program attached to the cgroup goes away with it.
     pub fn remove(&self) -> Vec<PathBuf> {
         let mut left = Vec::new();
         for d in &self.dirs {
@@ -160,6 +171,7 @@ impl Cgroup {
             mode: self.mode,
             dirs: self.dirs.iter().map(|d| d.join(name)).collect(),
             memory_dir: self.memory_dir.as_ref().map(|d| d.join(name)),
+            devices_dir: self.devices_dir.as_ref().map(|d| d.join(name)),
         }
     }
 }
