@@ -3,6 +3,7 @@
 
 mod images;
 mod info;
+mod logs;
 mod run;
 mod stats;
 
@@ -78,6 +79,8 @@ enum Cmd {
     Rmi(images::RmiArgs),
     /// Remove unreferenced images, unused layers and stale temporary files.
     Prune(images::PruneArgs),
+    /// A container's output, from its log file.
+    Logs(logs::LogsArgs),
     /// Utilization of running tasks (CPU, memory, network, block I/O, pids).
     Stats(stats::StatsArgs),
     /// This host's capacity and cgroup setup.
@@ -129,6 +132,7 @@ pub fn main() -> i32 {
         match cli.cmd {
             Cmd::Run(args) => run::run(args, cli.state_dir, placement).await,
             Cmd::Stats(args) => stats::run(args, &cli.state_dir).await,
+            Cmd::Logs(args) => logs::run(args, &cli.state_dir),
             Cmd::Pull(args) => images::pull(args, &cli.state_dir).await,
             Cmd::Images(args) => images::images(args, &cli.state_dir),
             Cmd::Rmi(args) => images::rmi(args, &cli.state_dir).await,
