@@ -2,20 +2,25 @@
 # Builds a busybox OCI image from Debian's busybox-static into an OCI image layout, and
 # optionally pushes it.
 #
-#   rootfs-tools/busybox-image.sh OUT_DIR [--layered] [--push HOST:PORT/REPO:TAG]
+#   rootfs-tools/busybox-image.sh OUT_DIR [--layered] [--ecs-tools] [--push HOST:PORT/REPO:TAG]
 #
 # The base layer holds /bin/busybox, its applet links, /etc/passwd, /etc/group and the usual
 # directories. --layered adds a second layer that deletes /etc/motd (a whiteout), replaces
 # /opt/data with an opaque directory and adds /etc/layer2: a test image for layer stacking.
+# --ecs-tools adds a layer with the host's capsh and the libraries it loads: with busybox's
+# applets (pidof, sysctl, fdisk, mount), what the ECS agent's own test task definitions call
+# in the image they name ubuntu:latest; the test suite pushes it under that name.
 set -euo pipefail
 
 out=${1:?usage: busybox-image.sh OUT_DIR [--layered] [--push REF]}
 shift
 layered=0
+ecs_tools=0
 push=
 while [[ $# -gt 0 ]]; do
     case $1 in
     --layered) layered=1 ;;
+    --ecs-tools) ecs_tools=1 ;;
     --push) push=${2:?--push needs a reference}; shift ;;
     *) echo "busybox-image.sh: unknown argument $1" >&2; exit 2 ;;
     esac
@@ -57,6 +62,20 @@ if [[ $layered == 1 ]]; then
     echo "from layer two" > "$l2/opt/data/new-file"
     echo "layer two was here" > "$l2/etc/layer2"
     oci_layer "$l2" l2
+fi
+
+if [[ $ecs_tools == 1 ]]; then
+    capsh=$(command -v capsh || echo /usr/sbin/capsh)
+    [[ -x $capsh ]] || { echo "busybox-image.sh: capsh missing (apt-get install libcap2-bin)" >&2; exit 1; }
+    l3=$work/l3
+    mkdir -p "$l3/usr/sbin"
+    cp "$capsh" "$l3/usr/sbin/capsh"
+    # The dynamic loader and libraries, at the paths the binary asks for.
+    for lib in $(ldd "$capsh" | grep -o '/[^ ]*'); do
+        mkdir -p "$l3/$(dirname "$lib")"
+        cp -L "$lib" "$l3/$lib"
+    done
+    oci_layer "$l3" ecs-tools
 fi
 
 man_digest=$(oci_finish "$arch" "skiff rootfs-tools/busybox-image.sh")

@@ -38,6 +38,7 @@ cleanup() {
 trap cleanup EXIT
 "$top/rootfs-tools/busybox-image.sh" "$images/busybox" --push "127.0.0.1:$port/busybox:latest"
 "$top/rootfs-tools/busybox-image.sh" "$images/layered" --layered --push "127.0.0.1:$port/busybox-layered:latest"
+"$top/rootfs-tools/busybox-image.sh" "$images/ecs-tools" --ecs-tools --push "127.0.0.1:$port/ubuntu:latest"
 
 export SKIFF_TEST_REGISTRY=127.0.0.1:$port
 cargo test --locked "$@"

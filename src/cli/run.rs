@@ -9,7 +9,7 @@ use super::images::PullOpts;
 use super::EXIT_RUNNER_ERROR;
 use crate::cgroup::Placement;
 use crate::image::PullBehavior;
-use crate::task::{run_foreground, LimitSettings, RunOptions};
+use crate::task::{run_foreground, Attach, LimitSettings, RunOptions};
 
 /// A task may hold this many processes unless told otherwise: enough for real services, few
 /// enough that a fork bomb cannot exhaust a small host.
@@ -34,6 +34,13 @@ pub struct RunArgs {
     /// registry fails), always, once, prefer-cached.
     #[arg(long, env = "ECS_IMAGE_PULL_BEHAVIOR", default_value = "default")]
     pull_behavior: PullBehavior,
+    /// Keep stdin open and pass it to the container's terminal (with `interactive` and
+    /// `pseudoTerminal` in its definition).
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// Put this terminal in raw mode and pass its size to the container's terminal.
+    #[arg(short = 't', long)]
+    tty: bool,
     #[command(flatten)]
     pull: PullOpts,
 }
@@ -94,6 +101,10 @@ pub async fn run(args: RunArgs, state_dir: PathBuf, cgroup: Placement) -> i32 {
             task_pids_limit: (args.task_pids_limit > 0).then_some(args.task_pids_limit),
         },
         default_stop_timeout: Duration::from_secs(args.stop_timeout),
+        attach: Attach {
+            stdin: args.interactive,
+            tty: args.tty,
+        },
     };
     match run_foreground(td, opts).await {
         Ok(code) => code,

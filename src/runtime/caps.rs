@@ -157,6 +157,7 @@ impl CapSet {
         }
     }
 
+    #[cfg(test)]
     pub fn remove(&mut self, n: u32) {
         if n < 64 {
             self.0 &= !(1u64 << n);
@@ -167,6 +168,7 @@ impl CapSet {
         self.0 == 0
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.0.count_ones() as usize
     }

@@ -11,6 +11,7 @@ pub mod logfile;
 mod process;
 pub mod proto;
 mod rootfs;
+pub mod sealed;
 pub mod seccomp;
 pub mod shim;
 pub mod spec;

@@ -1,24 +1,35 @@
 //! Creating a container's first process: `clone` into new namespaces from the
 //! single-threaded shim, set up inside, exec. Errors inside the child travel back over a
 //! close-on-exec pipe: EOF means exec happened, bytes are the reason it did not.
+//!
+//! The order inside the child follows what each step needs: the cgroup is joined before
+//! anything is allocated; mounts, devices and sysctls need full privileges; the user is
+//! resolved from the container's own files after `pivot_root`; the bounding set is dropped
+//! while CAP_SETPCAP is still held; the uid switch comes before the final capability sets;
+//! seccomp is installed last, right before exec.
 
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use nix::fcntl::OFlag;
 use nix::sys::signal::{SigSet, SigmaskHow};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{pipe2, Pid};
+use oci_spec::runtime::LinuxNamespaceType as Ns;
 
+use super::caps::{self, CapSet};
 use super::spec::ContainerSpec;
+use super::{seccomp, user};
 
 pub struct Spawned {
     pub pid: Pid,
+    /// stdout and stderr pipes, or the pty master alone (as stdout) for a terminal.
     pub stdout: OwnedFd,
-    pub stderr: OwnedFd,
+    pub stderr: Option<OwnedFd>,
+    pub tty: bool,
 }
 
 /// Why a container did not start, and the exit code that stands for it (126: found but not
@@ -38,43 +49,97 @@ impl StartFailure {
     }
 }
 
-const CLONE_FLAGS: libc::c_int = libc::CLONE_NEWNS
-    | libc::CLONE_NEWPID
-    | libc::CLONE_NEWUTS
-    | libc::CLONE_NEWIPC
-    | libc::CLONE_NEWNET;
+/// Namespaces of other containers of the task to join (`pidMode`/`ipcMode` task): paths of
+/// `/proc/<pid>/ns/*` files.
+#[derive(Default)]
+pub struct Joins {
+    pub pid: Option<std::path::PathBuf>,
+    pub ipc: Option<std::path::PathBuf>,
+}
+
+fn open_ns(p: &Path) -> Result<OwnedFd, StartFailure> {
+    File::open(p)
+        .map(OwnedFd::from)
+        .map_err(|e| StartFailure::new(125, format!("open {}: {e}", p.display())))
+}
 
 /// Starts the container described by `spec`. Must only be called from a single-threaded
 /// process (the shim).
-pub fn spawn(spec: &ContainerSpec) -> Result<Spawned, StartFailure> {
+pub fn spawn(spec: &ContainerSpec, joins: &Joins) -> Result<Spawned, StartFailure> {
     let sys = |what: &str, e: nix::errno::Errno| StartFailure::new(125, format!("{what}: {e}"));
+    let tty = spec.process().terminal() == Some(true);
     let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| sys("pipe", e))?;
     let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| sys("pipe", e))?;
     let (sync_r, sync_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| sys("pipe", e))?;
+    let tty_sock = if tty {
+        let mut fds = [0; 2];
+        if unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+                0,
+                fds.as_mut_ptr(),
+            )
+        } < 0
+        {
+            return Err(StartFailure::new(
+                125,
+                format!("socketpair: {}", std::io::Error::last_os_error()),
+            ));
+        }
+        Some(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    } else {
+        None
+    };
+    let ipc_fd = joins.ipc.as_deref().map(open_ns).transpose()?;
+
+    let mut flags = libc::SIGCHLD;
+    for (t, f) in [
+        (Ns::Mount, libc::CLONE_NEWNS),
+        (Ns::Uts, libc::CLONE_NEWUTS),
+        (Ns::Ipc, libc::CLONE_NEWIPC),
+        (Ns::Network, libc::CLONE_NEWNET),
+        (Ns::Pid, libc::CLONE_NEWPID),
+    ] {
+        if spec.new_namespace(t) {
+            flags |= f;
+        }
+    }
+    // A shared PID namespace is entered by the shim for the duration of the clone: setns on
+    // a PID namespace only affects the children made afterwards.
+    let restore_pid = match &joins.pid {
+        Some(p) => {
+            let own = open_ns(Path::new("/proc/self/ns/pid"))?;
+            let target = open_ns(p)?;
+            nix::sched::setns(&target, nix::sched::CloneFlags::CLONE_NEWPID)
+                .map_err(|e| sys("join the task's PID namespace", e))?;
+            Some(own)
+        }
+        None => None,
+    };
 
     // A raw clone with no new stack behaves like fork, into new namespaces; the child is PID 1
     // of its PID namespace.
     let pid = unsafe {
         libc::syscall(
             libc::SYS_clone,
-            (CLONE_FLAGS | libc::SIGCHLD) as libc::c_ulong,
+            flags as libc::c_ulong,
             0usize,
             0usize,
             0usize,
             0usize,
         )
     };
-    if pid < 0 {
-        return Err(StartFailure::new(
-            125,
-            format!("clone: {}", std::io::Error::last_os_error()),
-        ));
-    }
     if pid == 0 {
         drop(out_r);
         drop(err_r);
         drop(sync_r);
-        let failure = match child(spec, out_w, err_w) {
+        let (tty_parent, tty_child) = match tty_sock {
+            Some((a, b)) => (Some(a), Some(b)),
+            None => (None, None),
+        };
+        drop(tty_parent);
+        let failure = match child(spec, out_w, err_w, sync_w.as_raw_fd(), ipc_fd, tty_child) {
             Ok(never) => match never {},
             Err(f) => f,
         };
@@ -82,17 +147,41 @@ pub fn spawn(spec: &ContainerSpec) -> Result<Spawned, StartFailure> {
         let _ = w.write_all(failure.msg.as_bytes());
         unsafe { libc::_exit(failure.exit_code) };
     }
+    let clone_err = std::io::Error::last_os_error();
+    if let Some(own) = restore_pid {
+        let _ = nix::sched::setns(&own, nix::sched::CloneFlags::CLONE_NEWPID);
+    }
+    if pid < 0 {
+        return Err(StartFailure::new(125, format!("clone: {clone_err}")));
+    }
     let pid = Pid::from_raw(pid as i32);
     drop(out_w);
     drop(err_w);
     drop(sync_w);
+    let (tty_parent, tty_child) = match tty_sock {
+        Some((a, b)) => (Some(a), Some(b)),
+        None => (None, None),
+    };
+    drop(tty_child);
     let mut msg = String::new();
     let _ = File::from(sync_r).read_to_string(&mut msg);
     if msg.is_empty() {
+        if let Some(sock) = tty_parent {
+            let master = recv_fd(sock.as_raw_fd()).map_err(|e| {
+                StartFailure::new(125, format!("receive the terminal from the container: {e}"))
+            })?;
+            return Ok(Spawned {
+                pid,
+                stdout: master,
+                stderr: None,
+                tty: true,
+            });
+        }
         return Ok(Spawned {
             pid,
             stdout: out_r,
-            stderr: err_r,
+            stderr: Some(err_r),
+            tty: false,
         });
     }
     let exit_code = match waitpid(pid, None) {
@@ -104,7 +193,14 @@ pub fn spawn(spec: &ContainerSpec) -> Result<Spawned, StartFailure> {
 
 enum Never {}
 
-fn child(spec: &ContainerSpec, out_w: OwnedFd, err_w: OwnedFd) -> Result<Never, StartFailure> {
+fn child(
+    spec: &ContainerSpec,
+    out_w: OwnedFd,
+    err_w: OwnedFd,
+    sync_fd: RawFd,
+    ipc_fd: Option<OwnedFd>,
+    tty_sock: Option<OwnedFd>,
+) -> Result<Never, StartFailure> {
     let fail = |msg: String| StartFailure::new(125, msg);
 
     // The shim blocks signals for its signalfd and Rust ignores SIGPIPE: neither may leak
@@ -119,50 +215,155 @@ fn child(spec: &ContainerSpec, out_w: OwnedFd, err_w: OwnedFd) -> Result<Never, 
     }
     // Its own session: a terminal's Ctrl-C reaches skiff, which decides how to stop.
     nix::unistd::setsid().map_err(|e| fail(format!("setsid: {e}")))?;
-    // If the shim dies, the container must not outlive it unwatched.
+    // The shim is the container's monitor: if it dies, the container must not outlive it
+    // unwatched.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
 
+    nix::unistd::dup2(out_w.as_raw_fd(), 1).map_err(|e| fail(format!("stdout: {e}")))?;
+    nix::unistd::dup2(err_w.as_raw_fd(), 2).map_err(|e| fail(format!("stderr: {e}")))?;
+
+    // Join the cgroup before anything is allocated on the container's behalf, then a cgroup
+    // namespace rooted there.
+    for f in spec.cgroup.procs_files() {
+        std::fs::write(&f, "0").map_err(|e| fail(format!("join cgroup {}: {e}", f.display())))?;
+    }
+    if spec.new_namespace(Ns::Cgroup) {
+        // Kernels without cgroup namespaces (before 4.6) show the host's paths, as Docker does.
+        match nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP) {
+            Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
+            Err(e) => return Err(fail(format!("cgroup namespace: {e}"))),
+        }
+    }
+    if let Some(fd) = ipc_fd {
+        nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWIPC)
+            .map_err(|e| fail(format!("join the task's IPC namespace: {e}")))?;
+    }
+
+    super::rootfs::setup(spec, &spec.etc_dir).map_err(fail)?;
+    // stdin is the container's own /dev/null, opened inside its root.
     let devnull = nix::fcntl::open("/dev/null", OFlag::O_RDONLY, nix::sys::stat::Mode::empty())
         .map_err(|e| fail(format!("open /dev/null: {e}")))?;
     nix::unistd::dup2(devnull, 0).map_err(|e| fail(format!("stdin: {e}")))?;
     let _ = nix::unistd::close(devnull);
-    nix::unistd::dup2(out_w.as_raw_fd(), 1).map_err(|e| fail(format!("stdout: {e}")))?;
-    nix::unistd::dup2(err_w.as_raw_fd(), 2).map_err(|e| fail(format!("stderr: {e}")))?;
-
-    // Join the cgroup before anything is allocated on the container's behalf.
-    for f in spec.cgroup.procs_files() {
-        std::fs::write(&f, "0").map_err(|e| fail(format!("join cgroup {}: {e}", f.display())))?;
+    if spec.new_namespace(Ns::Uts) {
+        if let Some(h) = spec.oci.hostname() {
+            nix::unistd::sethostname(h).map_err(|e| fail(format!("sethostname: {e}")))?;
+        }
+    }
+    if spec.new_namespace(Ns::Network) {
+        crate::net::loopback_up().map_err(|e| fail(format!("loopback: {e}")))?;
     }
 
-    super::rootfs::setup(spec).map_err(fail)?;
-    nix::unistd::sethostname(&spec.hostname).map_err(|e| fail(format!("sethostname: {e}")))?;
-    crate::net::loopback_up().map_err(|e| fail(format!("loopback: {e}")))?;
+    let process = spec.process();
+    for rl in process.rlimits().iter().flatten() {
+        let res = rlimit_resource(rl.typ())
+            .ok_or_else(|| fail(format!("rlimit {} is not supported", rl.typ())))?;
+        let lim = libc::rlimit {
+            rlim_cur: rl.soft(),
+            rlim_max: rl.hard(),
+        };
+        if unsafe { libc::setrlimit(res as _, &lim) } != 0 {
+            let e = std::io::Error::last_os_error();
+            let mut host = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            unsafe { libc::getrlimit(res as _, &mut host) };
+            return Err(fail(format!(
+                "ulimit {}: soft {} hard {} (the host's hard limit is {}): {e}",
+                ulimit_name(rl.typ()),
+                rl.soft(),
+                rl.hard(),
+                host.rlim_max
+            )));
+        }
+    }
 
-    let cwd = Path::new(&spec.cwd);
-    std::fs::create_dir_all(cwd)
-        .map_err(|e| fail(format!("working directory {}: {e}", spec.cwd)))?;
+    // The user, from the container's own files (we are inside its root now).
+    let ids = {
+        let passwd = user::read_etc_file("/etc/passwd").map_err(|e| fail(e.to_string()))?;
+        let group = user::read_etc_file("/etc/group").map_err(|e| fail(e.to_string()))?;
+        user::resolve(spec.user.as_deref(), passwd.as_deref(), group.as_deref())
+            .map_err(|e| fail(e.to_string()))?
+    };
+    let mut env: Vec<String> = spec.env().to_vec();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", ids.home));
+    }
+
+    let cwd_s = process.cwd().display().to_string();
+    let cwd = Path::new(&cwd_s);
+    std::fs::create_dir_all(cwd).map_err(|e| fail(format!("working directory {cwd_s}: {e}")))?;
     nix::unistd::chdir(cwd)
-        .map_err(|e| fail(format!("chdir to working directory {}: {e}", spec.cwd)))?;
-    // The working directory must be inside the new root: a cwd reached through a leaked fd
-    // of the host would make getcwd fail with "unreachable".
-    nix::unistd::getcwd().map_err(|e| {
-        fail(format!(
-            "working directory {} is outside the container: {e}",
-            spec.cwd
-        ))
-    })?;
+        .map_err(|e| fail(format!("chdir to working directory {cwd_s}: {e}")))?;
+    // The working directory must be inside the new root: one reached through a leaked fd of
+    // the host (CVE-2024-21626) has no path from this root, and getcwd says so.
+    match nix::unistd::getcwd() {
+        Ok(p) if p.starts_with("/") => {}
+        _ => {
+            return Err(fail(format!(
+                "working directory {cwd_s} is outside the container"
+            )))
+        }
+    }
 
-    let path_var = spec
-        .env
+    let tty_master = match tty_sock {
+        Some(sock) => Some(setup_tty(sock).map_err(fail)?),
+        None => None,
+    };
+    drop(tty_master);
+
+    let capset = match process
+        .capabilities()
+        .as_ref()
+        .and_then(|c| c.bounding().as_ref())
+    {
+        Some(b) => {
+            let names: Vec<String> = b
+                .iter()
+                .map(|c| c.to_string().trim_start_matches("CAP_").to_string())
+                .collect();
+            CapSet::from_names(&names).map_err(|e| fail(e.to_string()))?
+        }
+        None => CapSet::default(),
+    };
+    let filter = match spec.linux().and_then(|l| l.seccomp().as_ref()) {
+        Some(profile) => Some(seccomp::compile(profile).map_err(|e| fail(e.to_string()))?),
+        None => None,
+    };
+
+    let path_var = env
         .iter()
         .find_map(|e| e.strip_prefix("PATH="))
-        .unwrap_or(super::spec::DEFAULT_PATH);
-    let exe = resolve_exe(&spec.args[0], path_var)?;
+        .unwrap_or(super::spec::DEFAULT_PATH)
+        .to_string();
+    let args = spec.args();
+    let exe = resolve_exe(&args[0], &path_var)?;
     let c =
         |s: &str| CString::new(s).map_err(|_| fail(format!("argument {s:?} contains a NUL byte")));
-    let argv: Vec<CString> = spec.args.iter().map(|a| c(a)).collect::<Result<_, _>>()?;
-    let envp: Vec<CString> = spec.env.iter().map(|a| c(a)).collect::<Result<_, _>>()?;
+    let argv: Vec<CString> = args.iter().map(|a| c(a)).collect::<Result<_, _>>()?;
+    let envp: Vec<CString> = env.iter().map(|a| c(a)).collect::<Result<_, _>>()?;
     let exe_c = c(&exe)?;
+
+    caps::drop_bounding(capset).map_err(fail)?;
+    user::switch(&ids).map_err(fail)?;
+    caps::apply(capset, ids.uid).map_err(fail)?;
+    if process.no_new_privileges() == Some(true)
+        && unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0
+    {
+        return Err(fail(format!(
+            "no_new_privs: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+
+    if spec.init {
+        // PID 1 stays ours: it reaps and forwards signals; the command runs as its child.
+        super::init::start(&[sync_fd]).map_err(fail)?;
+    }
+    if let Some(prog) = &filter {
+        seccomp::install(prog).map_err(|e| fail(e.to_string()))?;
+    }
 
     close_other_fds();
     let err = nix::unistd::execve(&exe_c, &argv, &envp).unwrap_err();
@@ -178,6 +379,126 @@ fn child(spec: &ContainerSpec, out_w: OwnedFd, err_w: OwnedFd) -> Result<Never, 
         }
         e => StartFailure::new(126, format!("exec {exe}: {e}")),
     })
+}
+
+fn rlimit_resource(t: oci_spec::runtime::PosixRlimitType) -> Option<u32> {
+    crate::runtime::spec::ULIMITS
+        .iter()
+        .find(|(_, ty, _)| *ty == t)
+        .map(|(_, _, r)| *r)
+}
+
+fn ulimit_name(t: oci_spec::runtime::PosixRlimitType) -> &'static str {
+    crate::runtime::spec::ULIMITS
+        .iter()
+        .find(|(_, ty, _)| *ty == t)
+        .map(|(n, _, _)| *n)
+        .unwrap_or("?")
+}
+
+/// A pty from the container's own devpts: the slave becomes the controlling terminal and
+/// stdio, the master goes to the shim over `sock`.
+fn setup_tty(sock: OwnedFd) -> Result<OwnedFd, String> {
+    let master = unsafe {
+        libc::open(
+            c"/dev/pts/ptmx".as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
+    if master < 0 {
+        return Err(format!(
+            "open /dev/pts/ptmx: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let master = unsafe { OwnedFd::from_raw_fd(master) };
+    let unlock: libc::c_int = 0;
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) } < 0 {
+        return Err(format!("unlock pty: {}", std::io::Error::last_os_error()));
+    }
+    let slave = unsafe {
+        libc::ioctl(
+            master.as_raw_fd(),
+            libc::TIOCGPTPEER,
+            libc::O_RDWR | libc::O_NOCTTY,
+        )
+    };
+    if slave < 0 {
+        return Err(format!(
+            "open pty peer: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    if unsafe { libc::ioctl(slave, libc::TIOCSCTTY, 0) } < 0 {
+        return Err(format!(
+            "controlling terminal: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    for fd in 0..3 {
+        if unsafe { libc::dup2(slave, fd) } < 0 {
+            return Err(format!("pty stdio: {}", std::io::Error::last_os_error()));
+        }
+    }
+    unsafe { libc::close(slave) };
+    send_fd(sock.as_raw_fd(), master.as_raw_fd())
+        .map_err(|e| format!("send the terminal to the shim: {e}"))?;
+    Ok(master)
+}
+
+fn send_fd(sock: RawFd, fd: RawFd) -> std::io::Result<()> {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    let mut cbuf = vec![0u8; space];
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<RawFd>(), fd);
+    }
+    if unsafe { libc::sendmsg(sock, &msg, 0) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn recv_fd(sock: RawFd) -> std::io::Result<OwnedFd> {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    let mut cbuf = vec![0u8; space];
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    if unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) } <= 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "no terminal received",
+        ));
+    }
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        if c.is_null() || (*c).cmsg_type != libc::SCM_RIGHTS {
+            return Err(std::io::Error::other("no terminal received"));
+        }
+        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<RawFd>());
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
 }
 
 /// PATH lookup inside the container's root, as Docker reports it.

@@ -1,13 +1,17 @@
-//! The per-task shim: a single-threaded re-exec of skiff that creates the task's containers,
-//! forwards their output, reaps them, reads their OOM counters and reports events.
-//!
-//! stdin carries commands from the task engine; fd 3 carries events back. When stdin closes
-//! (the engine is gone), the shim kills what still runs, reports, and exits.
+//! The per-task shim: a single-threaded, tokio-free re-exec of skiff that detaches from the
+//! skiff process that started it (double fork, setsid, child subreaper), creates the task's
+//! containers, holds their output pipes and writes their logs, reaps them, watches their OOM
+//! counters, applies ECS's stop rules (an essential container's exit stops the task; a stop
+//! sends each container its stop signal, then SIGKILL after its stop timeout), and records all
+//! of it in the task's state file. Clients (skiff processes) connect to its socket in the task
+//! directory: they get every event so far, then live ones, and may send commands. A task
+//! keeps running, and its end is recorded, when the skiff process that started it dies.
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, SigSet, Signal};
@@ -15,10 +19,17 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use super::process::{self, adopt_fd};
-use super::proto::{Command, Event, ShimConfig, EVENT_FD};
+use super::logfile::{LogStream, LogWriter};
+use super::process::{self, adopt_fd, Joins};
+use super::proto::{
+    now_ms, Command, ContainerState, Event, ShimConfig, Status, TaskState, READY_FD, SOCKET_FILE,
+};
 use super::spec::ContainerSpec;
-use crate::cgroup::OomWatch;
+use crate::cgroup::{Cgroup, OomWatch};
+
+/// Why the task stopped, in ECS's words.
+pub const REASON_ESSENTIAL_EXITED: &str = "Essential container in task exited";
+pub const REASON_USER: &str = "Task stopped by user";
 
 struct Stream {
     fd: OwnedFd,
@@ -30,14 +41,33 @@ struct Container {
     spec: ContainerSpec,
     pid: Option<Pid>,
     streams: Vec<Stream>,
+    /// The pty master of a container with a terminal (also its only stream).
+    tty: Option<OwnedFd>,
     exited: bool,
     oom: Option<OomWatch>,
+    log: Option<LogWriter>,
+    state: ContainerState,
+    kill_at: Option<Instant>,
+}
+
+struct Client {
+    sock: UnixStream,
+    buf: Vec<u8>,
 }
 
 struct Shim {
+    task_id: String,
+    task_dir: std::path::PathBuf,
     prefix_output: bool,
+    echo_output: bool,
     containers: Vec<Container>,
-    events: File,
+    clients: Vec<Client>,
+    /// Every event so far, serialized: a client that connects late gets them first.
+    history: Vec<Vec<u8>>,
+    stopping: bool,
+    stop_reason: Option<String>,
+    exit_code: Option<i32>,
+    task_cgroup: Option<Cgroup>,
 }
 
 /// Entry point of `skiff shim`; returns the process exit code.
@@ -56,8 +86,27 @@ fn run(config_path: &Path) -> Result<(), String> {
         std::fs::read(config_path).map_err(|e| format!("read {}: {e}", config_path.display()))?;
     let cfg: ShimConfig = serde_json::from_slice(&text)
         .map_err(|e| format!("parse {}: {e}", config_path.display()))?;
-    let events = adopt_fd(EVENT_FD).ok_or("fd 3 (events) is not open")?;
+    let ready = adopt_fd(READY_FD).ok_or("fd 3 (ready) is not open")?;
+
+    // Detach: the skiff process that started us waits only for this first process; the
+    // shim proper is its child, in a session of its own, re-parented to init (or to a
+    // subreaper) when the first process exits.
+    match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
+        nix::unistd::ForkResult::Parent { .. } => unsafe { libc::_exit(0) },
+        nix::unistd::ForkResult::Child => {}
+    }
+    nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    // Its working directory is the task's: the socket path stays short whatever the state
+    // directory's length (sun_path holds 108 bytes).
+    std::env::set_current_dir(&cfg.task_dir)
+        .map_err(|e| format!("chdir {}: {e}", cfg.task_dir.display()))?;
+    let _ = std::fs::remove_file(SOCKET_FILE);
+    let listener =
+        UnixListener::bind(SOCKET_FILE).map_err(|e| format!("bind {SOCKET_FILE}: {e}"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("socket: {e}"))?;
 
     let mut mask = SigSet::empty();
     for s in [
@@ -74,50 +123,102 @@ fn run(config_path: &Path) -> Result<(), String> {
         .map_err(|e| format!("signalfd: {e}"))?;
 
     let mut shim = Shim {
+        task_id: cfg.task_id.clone(),
+        task_dir: cfg.task_dir.clone(),
         prefix_output: cfg.prefix_output,
+        echo_output: cfg.echo_output,
         containers: cfg
             .containers
             .into_iter()
             .map(|spec| Container {
+                log: LogWriter::open(&spec.log_path, cfg.log_max_size, cfg.log_max_files)
+                    .map_err(|e| {
+                        eprintln!(
+                            "skiff shim: container {}: log {}: {e}",
+                            spec.name,
+                            spec.log_path.display()
+                        )
+                    })
+                    .ok(),
+                state: ContainerState {
+                    name: spec.name.clone(),
+                    status: Status::Pending,
+                    pid: None,
+                    exit_code: None,
+                    signal: None,
+                    oom_killed: false,
+                    reason: None,
+                    started_at: None,
+                    finished_at: None,
+                },
                 spec,
                 pid: None,
                 streams: Vec::new(),
+                tty: None,
                 exited: false,
                 oom: None,
+                kill_at: None,
             })
             .collect(),
-        events: File::from(events),
+        clients: Vec::new(),
+        history: Vec::new(),
+        stopping: false,
+        stop_reason: None,
+        exit_code: None,
+        task_cgroup: cfg.task_cgroup,
     };
-    let stdin = std::io::stdin();
-    let stdin_fd = stdin.as_fd();
-    set_nonblocking(stdin_fd);
-    let mut cmd_buf: Vec<u8> = Vec::new();
-    let mut stdin_open = true;
+    shim.save();
+    {
+        let mut r = std::fs::File::from(ready);
+        let _ = writeln!(r, "{}", std::process::id());
+    }
+
+    if cfg.wait_for_client {
+        let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+        let _ = poll(&mut fds, PollTimeout::from(30_000u16));
+        if let Ok((sock, _)) = listener.accept() {
+            shim.attach(sock);
+        }
+    }
+    for ci in 0..shim.containers.len() {
+        if shim.stopping {
+            break;
+        }
+        shim.start(ci);
+    }
+
+    let stdin_fd = std::io::stdin().as_fd().as_raw_fd();
+    let mut forward_stdin = shim.containers.iter().any(|c| c.tty.is_some());
+    if forward_stdin {
+        set_nonblocking(stdin_fd);
+    }
 
     loop {
         let running = shim.containers.iter().any(|c| c.pid.is_some() && !c.exited);
         let streams_open = shim.containers.iter().any(|c| !c.streams.is_empty());
-        if !stdin_open && !running && !streams_open {
-            return Ok(());
+        if !running && !streams_open {
+            break;
         }
 
-        // Poll set: [stdin?, signalfd, streams...]
-        let mut fds: Vec<PollFd> = Vec::new();
-        let stdin_idx = stdin_open.then(|| {
-            fds.push(PollFd::new(stdin_fd, PollFlags::POLLIN));
+        // Poll set: [listener, signalfd, stdin?, clients..., streams..., ooms...]
+        let b = |fd: i32| unsafe { BorrowedFd::borrow_raw(fd) };
+        let mut fds: Vec<PollFd> = vec![
+            PollFd::new(b(listener.as_raw_fd()), PollFlags::POLLIN),
+            PollFd::new(b(sfd.as_raw_fd()), PollFlags::POLLIN),
+        ];
+        let stdin_idx = forward_stdin.then(|| {
+            fds.push(PollFd::new(b(stdin_fd), PollFlags::POLLIN));
             fds.len() - 1
         });
-        let sfd_raw = sfd.as_raw_fd();
-        let sfd_b = unsafe { BorrowedFd::borrow_raw(sfd_raw) };
-        fds.push(PollFd::new(sfd_b, PollFlags::POLLIN));
-        let sfd_idx = fds.len() - 1;
+        let client_base = fds.len();
+        for c in &shim.clients {
+            fds.push(PollFd::new(b(c.sock.as_raw_fd()), PollFlags::POLLIN));
+        }
+        let stream_base = fds.len();
         let mut stream_ids = Vec::new();
         for (ci, c) in shim.containers.iter().enumerate() {
             for (si, s) in c.streams.iter().enumerate() {
-                fds.push(PollFd::new(
-                    unsafe { BorrowedFd::borrow_raw(s.fd.as_raw_fd()) },
-                    PollFlags::POLLIN,
-                ));
+                fds.push(PollFd::new(b(s.fd.as_raw_fd()), PollFlags::POLLIN));
                 stream_ids.push((ci, si));
             }
         }
@@ -125,10 +226,7 @@ fn run(config_path: &Path) -> Result<(), String> {
         let mut oom_ids = Vec::new();
         for (ci, c) in shim.containers.iter().enumerate() {
             if let (Some(w), false) = (&c.oom, c.exited) {
-                fds.push(PollFd::new(
-                    unsafe { BorrowedFd::borrow_raw(w.raw_fd()) },
-                    PollFlags::POLLIN,
-                ));
+                fds.push(PollFd::new(b(w.raw_fd()), PollFlags::POLLIN));
                 oom_ids.push(ci);
             }
         }
@@ -137,10 +235,22 @@ fn run(config_path: &Path) -> Result<(), String> {
             .containers
             .iter()
             .any(|c| !c.exited && c.oom.as_ref().is_some_and(OomWatch::pending));
-        let timeout = if oom_pending {
-            PollTimeout::from(25u8)
-        } else {
-            PollTimeout::NONE
+        let now = Instant::now();
+        let mut wait: Option<Duration> = shim
+            .containers
+            .iter()
+            .filter_map(|c| c.kill_at)
+            .min()
+            .map(|k| k.saturating_duration_since(now));
+        if oom_pending {
+            wait = Some(wait.map_or(Duration::from_millis(25), |w| {
+                w.min(Duration::from_millis(25))
+            }));
+        }
+        let timeout = match wait {
+            Some(w) => PollTimeout::try_from(w.as_millis().min(60_000) as i32 + 1)
+                .unwrap_or(PollTimeout::NONE),
+            None => PollTimeout::NONE,
         };
         match poll(&mut fds, timeout) {
             Ok(_) => {}
@@ -152,12 +262,16 @@ fn run(config_path: &Path) -> Result<(), String> {
                 r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
             })
         };
+        let listener_ready = ready(&fds[0]);
+        let sfd_ready = ready(&fds[1]);
         let stdin_ready = stdin_idx.is_some_and(|i| ready(&fds[i]));
-        let sfd_ready = ready(&fds[sfd_idx]);
+        let ready_clients: Vec<usize> = (0..shim.clients.len())
+            .filter(|k| ready(&fds[client_base + k]))
+            .collect();
         let ready_streams: Vec<(usize, usize)> = stream_ids
             .iter()
             .enumerate()
-            .filter(|(k, _)| ready(&fds[sfd_idx + 1 + k]))
+            .filter(|(k, _)| ready(&fds[stream_base + k]))
             .map(|(_, id)| *id)
             .collect();
         let ready_ooms: Vec<usize> = oom_ids
@@ -189,40 +303,45 @@ fn run(config_path: &Path) -> Result<(), String> {
         }
 
         if sfd_ready {
-            while let Ok(Some(_)) = sfd.read_signal() {}
+            while let Ok(Some(info)) = sfd.read_signal() {
+                let sig = info.ssi_signo as i32;
+                if sig == libc::SIGTERM || sig == libc::SIGINT {
+                    // Someone asked the shim itself to stop: stop the task properly.
+                    shim.stop_task(REASON_USER, false);
+                }
+            }
             shim.reap();
         }
 
-        if stdin_ready {
-            let mut buf = [0u8; 4096];
-            match std::io::stdin().lock().read(&mut buf) {
-                Ok(0) => {
-                    stdin_open = false;
-                    shim.kill_all(Signal::SIGKILL);
-                }
-                Ok(n) => {
-                    cmd_buf.extend_from_slice(&buf[..n]);
-                    while let Some(pos) = cmd_buf.iter().position(|b| *b == b'\n') {
-                        let line: Vec<u8> = cmd_buf.drain(..=pos).collect();
-                        match serde_json::from_slice::<Command>(&line) {
-                            Ok(cmd) => shim.command(cmd),
-                            Err(e) => eprintln!("skiff shim: bad command: {e}"),
-                        }
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    stdin_open = false;
-                    shim.kill_all(Signal::SIGKILL);
+        if listener_ready {
+            while let Ok((sock, _)) = listener.accept() {
+                shim.attach(sock);
+            }
+        }
+        for k in ready_clients.into_iter().rev() {
+            shim.read_client(k);
+        }
+
+        if stdin_ready && !shim.forward_stdin(stdin_fd) {
+            forward_stdin = false;
+        }
+
+        let now = Instant::now();
+        for c in shim.containers.iter_mut() {
+            if c.kill_at.is_some_and(|k| k <= now) {
+                c.kill_at = None;
+                if let (Some(pid), false) = (c.pid, c.exited) {
+                    let _ = kill(pid, Signal::SIGKILL);
                 }
             }
         }
     }
+
+    shim.finish();
+    Ok(())
 }
 
-fn set_nonblocking(fd: BorrowedFd) {
-    let raw = fd.as_raw_fd();
+fn set_nonblocking(raw: i32) {
     unsafe {
         let fl = libc::fcntl(raw, libc::F_GETFL);
         libc::fcntl(raw, libc::F_SETFL, fl | libc::O_NONBLOCK);
@@ -230,16 +349,104 @@ fn set_nonblocking(fd: BorrowedFd) {
 }
 
 impl Shim {
+    fn save(&self) {
+        let all_stopped = self
+            .containers
+            .iter()
+            .all(|c| c.state.status == Status::Stopped);
+        let st = TaskState {
+            task_id: self.task_id.clone(),
+            shim_pid: std::process::id() as i32,
+            desired_status: if self.stopping {
+                Status::Stopped
+            } else {
+                Status::Running
+            },
+            known_status: if all_stopped {
+                Status::Stopped
+            } else if self
+                .containers
+                .iter()
+                .any(|c| c.state.status == Status::Running)
+            {
+                Status::Running
+            } else {
+                Status::Pending
+            },
+            stop_reason: self.stop_reason.clone(),
+            exit_code: self.exit_code,
+            stopped_at: all_stopped
+                .then(|| {
+                    self.containers
+                        .iter()
+                        .filter_map(|c| c.state.finished_at)
+                        .max()
+                })
+                .flatten(),
+            containers: self.containers.iter().map(|c| c.state.clone()).collect(),
+        };
+        if let Err(e) = st.write(&self.task_dir) {
+            eprintln!("skiff shim: write task state: {e}");
+        }
+    }
+
     fn emit(&mut self, ev: &Event) {
         let mut line = serde_json::to_vec(ev).expect("event serializes");
         line.push(b'\n');
-        // The engine may be gone; the containers are handled either way.
-        let _ = self.events.write_all(&line);
+        // A client that cannot take a line now is dropped rather than stall the task.
+        self.clients.retain_mut(|c| c.sock.write_all(&line).is_ok());
+        self.history.push(line);
+    }
+
+    fn attach(&mut self, sock: UnixStream) {
+        let _ = sock.set_nonblocking(true);
+        let mut c = Client {
+            sock,
+            buf: Vec::new(),
+        };
+        for line in &self.history {
+            if c.sock.write_all(line).is_err() {
+                return;
+            }
+        }
+        self.clients.push(c);
+    }
+
+    fn read_client(&mut self, k: usize) {
+        let mut buf = [0u8; 1024];
+        let n = match self.clients[k].sock.read(&mut buf) {
+            Ok(0) => {
+                self.clients.remove(k);
+                return;
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return,
+            Err(_) => {
+                self.clients.remove(k);
+                return;
+            }
+        };
+        self.clients[k].buf.extend_from_slice(&buf[..n]);
+        if self.clients[k].buf.len() > 64 * 1024 {
+            self.clients.remove(k);
+            return;
+        }
+        while let Some(pos) = self.clients[k].buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.clients[k].buf.drain(..=pos).collect();
+            match serde_json::from_slice::<Command>(&line) {
+                Ok(cmd) => self.command(cmd),
+                Err(e) => eprintln!("skiff shim: bad command: {e}"),
+            }
+        }
     }
 
     fn command(&mut self, cmd: Command) {
         match cmd {
-            Command::Start { container } => self.start(&container),
+            Command::Stop { force, reason } => {
+                let reason = reason.unwrap_or_else(|| REASON_USER.to_string());
+                self.stop_task(&reason, force)
+            }
             Command::Kill { container, signal } => {
                 if let Some(c) = self.containers.iter().find(|c| c.spec.name == container) {
                     if let (Some(pid), false) = (c.pid, c.exited) {
@@ -249,60 +456,129 @@ impl Shim {
                     }
                 }
             }
+            Command::Resize { rows, cols } => {
+                let ws = libc::winsize {
+                    ws_row: rows,
+                    ws_col: cols,
+                    ws_xpixel: 0,
+                    ws_ypixel: 0,
+                };
+                for c in &self.containers {
+                    if let Some(t) = &c.tty {
+                        unsafe { libc::ioctl(t.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+                    }
+                }
+            }
         }
     }
 
-    fn start(&mut self, name: &str) {
-        let Some(ci) = self.containers.iter().position(|c| c.spec.name == name) else {
-            self.emit(&Event::StartFailed {
-                container: name.to_string(),
-                exit_code: 125,
-                error: "no such container in this task".into(),
-            });
-            return;
-        };
-        if self.containers[ci].pid.is_some() {
+    /// ECS's stop: the stop signal to every running container, SIGKILL after its timeout.
+    fn stop_task(&mut self, reason: &str, force: bool) {
+        if self.stopping && !force {
             return;
         }
+        if !self.stopping {
+            self.stopping = true;
+            self.stop_reason = Some(reason.to_string());
+        }
+        let now = Instant::now();
+        for c in self.containers.iter_mut() {
+            let (Some(pid), false) = (c.pid, c.exited) else {
+                continue;
+            };
+            if force {
+                let _ = kill(pid, Signal::SIGKILL);
+            } else {
+                if let Ok(sig) = Signal::try_from(c.spec.stop_signal) {
+                    let _ = kill(pid, sig);
+                }
+                c.kill_at = Some(now + Duration::from_secs(c.spec.stop_timeout));
+            }
+        }
+        self.save();
+    }
+
+    /// The namespaces of earlier containers this one shares.
+    fn joins(&self, spec: &ContainerSpec) -> Joins {
+        let ns_of = |name: &Option<String>, ns: &str| {
+            let c = self
+                .containers
+                .iter()
+                .find(|c| Some(&c.spec.name) == name.as_ref())?;
+            let pid = c.pid.filter(|_| !c.exited)?;
+            Some(std::path::PathBuf::from(format!("/proc/{pid}/ns/{ns}")))
+        };
+        Joins {
+            pid: ns_of(&spec.share_pid_with, "pid"),
+            ipc: ns_of(&spec.share_ipc_with, "ipc"),
+        }
+    }
+
+    fn start(&mut self, ci: usize) {
+        let name = self.containers[ci].spec.name.clone();
         // Watch before the start, so that no OOM kill can slip by unseen.
         match OomWatch::new(&self.containers[ci].spec.cgroup) {
             Ok(w) => self.containers[ci].oom = Some(w),
             Err(e) => eprintln!("skiff shim: container {name}: no live OOM events: {e}"),
         }
-        match process::spawn(&self.containers[ci].spec) {
+        let joins = self.joins(&self.containers[ci].spec);
+        match process::spawn(&self.containers[ci].spec, &joins) {
             Ok(sp) => {
-                set_nonblocking(sp.stdout.as_fd());
-                set_nonblocking(sp.stderr.as_fd());
+                set_nonblocking(sp.stdout.as_raw_fd());
                 let c = &mut self.containers[ci];
                 c.pid = Some(sp.pid);
-                c.streams = vec![
-                    Stream {
-                        fd: sp.stdout,
-                        to_stderr: false,
-                        at_line_start: true,
-                    },
-                    Stream {
-                        fd: sp.stderr,
+                c.state.status = Status::Running;
+                c.state.pid = Some(sp.pid.as_raw());
+                c.state.started_at = Some(now_ms());
+                if sp.tty {
+                    let dup = sp.stdout.try_clone().ok();
+                    c.tty = dup;
+                }
+                c.streams.push(Stream {
+                    fd: sp.stdout,
+                    to_stderr: false,
+                    at_line_start: true,
+                });
+                if let Some(e) = sp.stderr {
+                    set_nonblocking(e.as_raw_fd());
+                    c.streams.push(Stream {
+                        fd: e,
                         to_stderr: true,
                         at_line_start: true,
-                    },
-                ];
+                    });
+                }
+                self.save();
                 self.emit(&Event::Started {
-                    container: name.to_string(),
+                    container: name,
                     pid: sp.pid.as_raw(),
                 });
             }
             Err(f) => {
-                // Never started: it counts as exited for the shim's bookkeeping.
+                // Never started: it counts as stopped, with the reason.
                 let c = &mut self.containers[ci];
                 c.exited = true;
+                c.state.status = Status::Stopped;
+                c.state.exit_code = Some(f.exit_code);
+                c.state.reason = Some(format!("CannotStartContainerError: {}", f.msg));
+                c.state.finished_at = Some(now_ms());
+                let essential = c.spec.essential;
                 self.emit(&Event::StartFailed {
-                    container: name.to_string(),
+                    container: name,
                     exit_code: f.exit_code,
                     error: f.msg,
                 });
+                self.stopped(essential, f.exit_code);
             }
         }
+    }
+
+    /// A container stopped: an essential one stops the task.
+    fn stopped(&mut self, essential: bool, exit_code: i32) {
+        if essential && self.exit_code.is_none() {
+            self.exit_code = Some(exit_code);
+            self.stop_task(REASON_ESSENTIAL_EXITED, false);
+        }
+        self.save();
     }
 
     /// `ready`: the watch fd signalled; otherwise a look at the counter (a pending
@@ -326,20 +602,15 @@ impl Shim {
         }
     }
 
-    fn kill_all(&mut self, sig: Signal) {
-        for c in &self.containers {
-            if let (Some(pid), false) = (c.pid, c.exited) {
-                let _ = kill(pid, sig);
-            }
-        }
-    }
-
-    /// Copies what is available on one stream; false once it reached EOF.
+    /// Copies what is available on one stream to the log (and the terminal when attached);
+    /// false once it reached EOF.
     fn pump(&mut self, ci: usize, si: usize) -> bool {
         let prefix = self
             .prefix_output
             .then(|| format!("{} | ", self.containers[ci].spec.name));
-        let s = &mut self.containers[ci].streams[si];
+        let echo = self.echo_output;
+        let c = &mut self.containers[ci];
+        let s = &mut c.streams[si];
         let mut buf = [0u8; 16384];
         loop {
             let n = match nix::unistd::read(s.fd.as_raw_fd(), &mut buf) {
@@ -347,9 +618,24 @@ impl Shim {
                 Ok(n) => n,
                 Err(nix::errno::Errno::EAGAIN) => return true,
                 Err(nix::errno::Errno::EINTR) => continue,
+                // EIO: the pty's last holder closed it.
                 Err(_) => return false,
             };
             let chunk = &buf[..n];
+            if let Some(log) = c.log.as_mut() {
+                let stream = if s.to_stderr {
+                    LogStream::Stderr
+                } else {
+                    LogStream::Stdout
+                };
+                if let Err(e) = log.write(stream, chunk) {
+                    eprintln!("skiff shim: container {}: log: {e}", c.spec.name);
+                    c.log = None;
+                }
+            }
+            if !echo {
+                continue;
+            }
             let mut out: Vec<u8> = Vec::with_capacity(n + 32);
             match &prefix {
                 None => out.extend_from_slice(chunk),
@@ -372,6 +658,38 @@ impl Shim {
         }
     }
 
+    /// The attached terminal's input → the pty of the (first) container that has one; false
+    /// at EOF.
+    fn forward_stdin(&mut self, fd: i32) -> bool {
+        let Some(tty) = self
+            .containers
+            .iter()
+            .find(|c| !c.exited)
+            .and_then(|c| c.tty.as_ref())
+        else {
+            return false;
+        };
+        let mut buf = [0u8; 4096];
+        loop {
+            match nix::unistd::read(fd, &mut buf) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    let mut off = 0;
+                    while off < n {
+                        match nix::unistd::write(tty.as_fd(), &buf[off..n]) {
+                            Ok(w) => off += w,
+                            Err(nix::errno::Errno::EINTR) => {}
+                            Err(_) => return false,
+                        }
+                    }
+                }
+                Err(nix::errno::Errno::EAGAIN) => return true,
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return false,
+            }
+        }
+    }
+
     /// Drains every stream of a container (after its exit) so its output precedes the event.
     fn drain(&mut self, ci: usize) {
         let mut si = 0;
@@ -381,6 +699,9 @@ impl Shim {
             } else {
                 self.containers[ci].streams.remove(si);
             }
+        }
+        if let Some(log) = self.containers[ci].log.as_mut() {
+            log.flush_partial();
         }
     }
 
@@ -406,15 +727,54 @@ impl Shim {
             // The kernel rate-limits memory.events notifications: a kill just before the
             // exit may not have been announced yet. Report it before the exit.
             self.oom_notified(ci, false);
-            self.containers[ci].exited = true;
-            let oom_killed = self.containers[ci].spec.cgroup.oom_kills().unwrap_or(0) > 0;
-            let name = self.containers[ci].spec.name.clone();
+            let c = &mut self.containers[ci];
+            c.exited = true;
+            c.kill_at = None;
+            c.tty = None;
+            let oom_killed = c.spec.cgroup.oom_kills().unwrap_or(0) > 0;
+            c.state.status = Status::Stopped;
+            c.state.exit_code = Some(exit_code);
+            c.state.signal = signal;
+            c.state.oom_killed = oom_killed;
+            if oom_killed {
+                c.state.reason = Some(super::proto::OOM_REASON.to_string());
+            }
+            c.state.finished_at = Some(now_ms());
+            let name = c.spec.name.clone();
+            let essential = c.spec.essential;
             self.emit(&Event::Exited {
                 container: name,
                 exit_code,
                 signal,
                 oom_killed,
             });
+            self.stopped(essential, exit_code);
         }
+    }
+
+    /// Every container has stopped: final state, the event, and the cgroups removed.
+    fn finish(&mut self) {
+        for c in self.containers.iter_mut() {
+            if c.state.status == Status::Pending {
+                c.state.status = Status::Stopped;
+                c.state.reason = Some("not started: the task stopped first".into());
+            }
+        }
+        for c in &self.containers {
+            c.spec.cgroup.remove();
+        }
+        if let Some(cg) = &self.task_cgroup {
+            cg.remove();
+        }
+        self.save();
+        let ev = Event::TaskStopped {
+            exit_code: self.exit_code,
+            reason: self
+                .stop_reason
+                .clone()
+                .unwrap_or_else(|| REASON_ESSENTIAL_EXITED.to_string()),
+        };
+        self.emit(&ev);
+        let _ = std::fs::remove_file(SOCKET_FILE);
     }
 }

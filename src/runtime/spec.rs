@@ -12,22 +12,187 @@ use crate::image::manifest::ImageConfig;
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Everything the shim needs to create one container. Written by the task engine, read by the
-/// single-threaded shim.
+/// single-threaded shim. What the container is (process, mounts, namespaces, devices,
+/// capabilities, rlimits, sysctls, masks, seccomp) is an OCI runtime spec; the rest is how
+/// skiff assembles and watches it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ContainerSpec {
     pub name: String,
-    pub hostname: String,
     /// Overlay lower directories, top layer first.
     pub lower_dirs: Vec<PathBuf>,
     pub upper_dir: PathBuf,
     pub work_dir: PathBuf,
     /// Where the overlay is mounted (inside the container's mount namespace only).
     pub rootfs: PathBuf,
-    pub args: Vec<String>,
-    pub env: Vec<String>,
-    pub cwd: String,
     pub cgroup: Cgroup,
+    pub oci: oci_spec::runtime::Spec,
+    /// `user` as the task definition gives it (`uid`, `uid:gid`, `name`, `name:group`):
+    /// resolved inside the container, against its own /etc/passwd and /etc/group.
+    pub user: Option<String>,
+    /// `initProcessEnabled`: a minimal init of ours runs as PID 1 and the command under it.
+    pub init: bool,
+    /// Join the PID namespace of this (earlier) container of the task (`pidMode: task`).
+    pub share_pid_with: Option<String>,
+    /// Join the IPC namespace of this (earlier) container of the task (`ipcMode: task`).
+    pub share_ipc_with: Option<String>,
+    pub essential: bool,
+    /// The image's STOPSIGNAL, or SIGTERM.
+    pub stop_signal: i32,
+    /// Seconds between the stop signal and SIGKILL.
+    pub stop_timeout: u64,
+    /// The container's log, in Docker's json-file format.
+    pub log_path: PathBuf,
+    /// Holds the generated hosts, hostname and resolv.conf bound onto the container's /etc.
+    pub etc_dir: PathBuf,
 }
+
+impl ContainerSpec {
+    pub fn process(&self) -> &oci_spec::runtime::Process {
+        self.oci
+            .process()
+            .as_ref()
+            .expect("the spec builder sets a process")
+    }
+
+    pub fn args(&self) -> &[String] {
+        self.process().args().as_deref().unwrap_or_default()
+    }
+
+    pub fn env(&self) -> &[String] {
+        self.process().env().as_deref().unwrap_or_default()
+    }
+
+    pub fn linux(&self) -> Option<&oci_spec::runtime::Linux> {
+        self.oci.linux().as_ref()
+    }
+
+    /// Whether the spec asks for a new namespace of this type.
+    pub fn new_namespace(&self, typ: oci_spec::runtime::LinuxNamespaceType) -> bool {
+        self.linux()
+            .and_then(|l| l.namespaces().as_ref())
+            .is_some_and(|ns| ns.iter().any(|n| n.typ() == typ && n.path().is_none()))
+    }
+}
+
+/// Paths of /proc and /sys a container may not read (Docker's list): a file is covered by
+/// /dev/null, a directory by an empty read-only tmpfs.
+pub const MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/sys/devices/virtual/powercap",
+    "/sys/firmware",
+];
+
+/// Paths of /proc a container may read but not write (Docker's list).
+pub const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// Character devices every container gets: (path, major, minor).
+pub const DEFAULT_DEVICES: &[(&str, i64, i64)] = &[
+    ("/dev/null", 1, 3),
+    ("/dev/zero", 1, 5),
+    ("/dev/full", 1, 7),
+    ("/dev/random", 1, 8),
+    ("/dev/urandom", 1, 9),
+    ("/dev/tty", 5, 0),
+];
+
+/// ECS ulimit names → (OCI rlimit type, libc resource). The resource constants are u32 on
+/// glibc and c_int on musl, hence the casts.
+#[allow(clippy::unnecessary_cast)]
+pub const ULIMITS: &[(&str, oci_spec::runtime::PosixRlimitType, u32)] = &[
+    (
+        "core",
+        oci_spec::runtime::PosixRlimitType::RlimitCore,
+        libc::RLIMIT_CORE as u32,
+    ),
+    (
+        "cpu",
+        oci_spec::runtime::PosixRlimitType::RlimitCpu,
+        libc::RLIMIT_CPU as u32,
+    ),
+    (
+        "data",
+        oci_spec::runtime::PosixRlimitType::RlimitData,
+        libc::RLIMIT_DATA as u32,
+    ),
+    (
+        "fsize",
+        oci_spec::runtime::PosixRlimitType::RlimitFsize,
+        libc::RLIMIT_FSIZE as u32,
+    ),
+    (
+        "locks",
+        oci_spec::runtime::PosixRlimitType::RlimitLocks,
+        libc::RLIMIT_LOCKS as u32,
+    ),
+    (
+        "memlock",
+        oci_spec::runtime::PosixRlimitType::RlimitMemlock,
+        libc::RLIMIT_MEMLOCK as u32,
+    ),
+    (
+        "msgqueue",
+        oci_spec::runtime::PosixRlimitType::RlimitMsgqueue,
+        libc::RLIMIT_MSGQUEUE as u32,
+    ),
+    (
+        "nice",
+        oci_spec::runtime::PosixRlimitType::RlimitNice,
+        libc::RLIMIT_NICE as u32,
+    ),
+    (
+        "nofile",
+        oci_spec::runtime::PosixRlimitType::RlimitNofile,
+        libc::RLIMIT_NOFILE as u32,
+    ),
+    (
+        "nproc",
+        oci_spec::runtime::PosixRlimitType::RlimitNproc,
+        libc::RLIMIT_NPROC as u32,
+    ),
+    (
+        "rss",
+        oci_spec::runtime::PosixRlimitType::RlimitRss,
+        libc::RLIMIT_RSS as u32,
+    ),
+    (
+        "rtprio",
+        oci_spec::runtime::PosixRlimitType::RlimitRtprio,
+        libc::RLIMIT_RTPRIO as u32,
+    ),
+    (
+        "rttime",
+        oci_spec::runtime::PosixRlimitType::RlimitRttime,
+        libc::RLIMIT_RTTIME as u32,
+    ),
+    (
+        "sigpending",
+        oci_spec::runtime::PosixRlimitType::RlimitSigpending,
+        libc::RLIMIT_SIGPENDING as u32,
+    ),
+    (
+        "stack",
+        oci_spec::runtime::PosixRlimitType::RlimitStack,
+        libc::RLIMIT_STACK as u32,
+    ),
+];
+
+/// /dev/shm's size when `sharedMemorySize` is not set (Docker's 64 MiB).
+pub const DEFAULT_SHM_MIB: u64 = 64;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum SpecError {

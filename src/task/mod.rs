@@ -4,9 +4,10 @@
 mod limits;
 pub mod record;
 mod run;
+mod spec;
 
 pub use limits::LimitSettings;
-pub use run::{run_foreground, RunOptions};
+pub use run::{run_foreground, Attach, RunOptions};
 
 use crate::cgroup::CgroupError;
 use crate::image::ImageError;
@@ -41,5 +42,4 @@ fn pull_error_name(e: &ImageError) -> &'static str {
     }
 }
 
-/// The reason ECS gives for an OOM kill.
-pub const OOM_REASON: &str = "OutOfMemoryError: Container killed due to memory usage";
+pub use crate::runtime::proto::OOM_REASON;

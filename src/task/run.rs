@@ -2,25 +2,30 @@
 //! events with ECS's essential-container rules, stop on a signal, and remove everything.
 
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::time::Instant;
 
 use super::limits::{container_limits, task_limits, LimitSettings};
 use super::record::{self, ContainerRecord, TaskRecord};
+use super::spec::{self, HostFacts};
 use super::{TaskError, OOM_REASON};
 use crate::cgroup::{Cgroup, Hierarchy, Placement};
 use crate::image::auth::PullAuth;
 use crate::image::pipeline::Quiet;
 use crate::image::{Image, PullBehavior, Store, StoreOptions};
-use crate::runtime::proto::{Command, Event, ShimConfig, EVENT_FD};
+use crate::runtime::logfile::{DEFAULT_MAX_FILES, DEFAULT_MAX_SIZE};
+use crate::runtime::proto::{Command, Event, ShimConfig, Status, TaskState, READY_FD, SOCKET_FILE};
+use crate::runtime::sealed::sealed_self;
 use crate::runtime::spec::{merge_process, parse_signal, ContainerSpec};
-use crate::taskdef::{NetworkMode, TaskDefinition};
+use crate::taskdef::{IpcMode, NetworkMode, PidMode, TaskDefinition};
 
 pub struct RunOptions {
     pub state_dir: PathBuf,
@@ -30,6 +35,16 @@ pub struct RunOptions {
     /// Used for containers without `stopTimeout` (ECS_CONTAINER_STOP_TIMEOUT, default 30 s).
     pub default_stop_timeout: Duration,
     pub limits: LimitSettings,
+    pub attach: Attach,
+}
+
+/// What of the caller's terminal a foreground run hands to the task.
+#[derive(Debug, Clone, Default)]
+pub struct Attach {
+    /// `-i`: the caller's stdin goes to the container's terminal.
+    pub stdin: bool,
+    /// `-t`: the caller's terminal is put in raw mode and its size follows.
+    pub tty: bool,
 }
 
 fn new_task_id() -> String {
@@ -140,11 +155,15 @@ async fn run_inner(
     created.task_cgroup = Some(task_cg.clone());
     task_cg.enable_subtree()?;
 
-    let mut specs = Vec::new();
-    let mut plans = Vec::new();
-    for c in &td.containers {
+    let host = HostFacts::gather();
+    let mut specs: Vec<ContainerSpec> = Vec::new();
+    for (i, c) in td.containers.iter().enumerate() {
         let image = image_of(c);
         let hostname = c.hostname.clone().unwrap_or_else(|| c.name.clone());
+        let create_err = |msg: String| TaskError::Create {
+            container: c.name.clone(),
+            msg,
+        };
         let process = merge_process(
             c.entry_point.as_deref(),
             c.command.as_deref(),
@@ -153,26 +172,37 @@ async fn run_inner(
             &hostname,
             &image.config,
         )
-        .map_err(|e| TaskError::Create {
-            container: c.name.clone(),
-            msg: e.to_string(),
-        })?;
+        .map_err(|e| create_err(e.to_string()))?;
+        let built = spec::build(td, i, process, &hostname, &host).map_err(create_err)?;
 
         let cg = task_cg.child(&c.name);
         cg.create(&container_limits(c, &opts.limits))?;
         created.container_cgroups.push(cg.clone());
+        cg.apply_devices(&built.device_rules)?;
 
         let cdir = task_dir.join("containers").join(&c.name);
-        let (upper, work, rootfs) = (cdir.join("upper"), cdir.join("work"), cdir.join("rootfs"));
-        for d in [&upper, &work, &rootfs] {
+        let (upper, work, rootfs, etc) = (
+            cdir.join("upper"),
+            cdir.join("work"),
+            cdir.join("rootfs"),
+            cdir.join("etc"),
+        );
+        for d in [&upper, &work, &rootfs, &etc] {
             std::fs::create_dir_all(d).map_err(|e| TaskError::Io {
                 what: format!("create {}", d.display()),
                 source: e,
             })?;
         }
+        for (name, text) in &built.etc_files {
+            let p = etc.join(name);
+            std::fs::write(&p, text).map_err(|e| TaskError::Io {
+                what: format!("write {}", p.display()),
+                source: e,
+            })?;
+        }
+        let first = td.containers.first().map(|f| f.name.clone());
         specs.push(ContainerSpec {
             name: c.name.clone(),
-            hostname,
             lower_dirs: image
                 .chain_ids
                 .iter()
@@ -182,13 +212,16 @@ async fn run_inner(
             upper_dir: upper,
             work_dir: work,
             rootfs,
-            args: process.args,
-            env: process.env,
-            cwd: process.cwd,
             cgroup: cg,
-        });
-        plans.push(Plan {
-            name: c.name.clone(),
+            oci: built.oci,
+            user: c.user.clone(),
+            init: c.init_process_enabled,
+            share_pid_with: (td.pid_mode == Some(PidMode::Task) && i > 0)
+                .then(|| first.clone())
+                .flatten(),
+            share_ipc_with: (td.ipc_mode == Some(IpcMode::Task) && i > 0)
+                .then(|| first.clone())
+                .flatten(),
             essential: c.essential,
             stop_signal: image
                 .config
@@ -198,8 +231,9 @@ async fn run_inner(
                 .unwrap_or(libc::SIGTERM),
             stop_timeout: c
                 .stop_timeout
-                .map(Duration::from_secs)
-                .unwrap_or(opts.default_stop_timeout),
+                .unwrap_or(opts.default_stop_timeout.as_secs()),
+            log_path: cdir.join("container.log"),
+            etc_dir: etc,
         });
     }
 
@@ -230,8 +264,14 @@ async fn run_inner(
 
     let config = ShimConfig {
         task_id: task_id.clone(),
+        task_dir: task_dir.clone(),
         containers: specs,
         prefix_output: td.containers.len() > 1,
+        echo_output: true,
+        task_cgroup: Some(task_cg.clone()),
+        log_max_size: DEFAULT_MAX_SIZE,
+        log_max_files: DEFAULT_MAX_FILES,
+        wait_for_client: true,
     };
     let config_path = task_dir.join("shim.json");
     std::fs::write(
@@ -243,39 +283,33 @@ async fn run_inner(
         source: e,
     })?;
 
-    supervise(&config_path, plans, &mut sigint, &mut sigterm).await
+    let shim_pid = spawn_shim(&config_path, opts.attach.stdin).await?;
+    let r = supervise(&task_dir, shim_pid, &opts.attach, &mut sigint, &mut sigterm).await;
+    if r.is_err() {
+        // The task must not run on unwatched while its files are removed.
+        let _ = nix::sys::signal::kill(shim_pid, nix::sys::signal::SIGKILL);
+    }
+    r
 }
 
-struct Plan {
-    name: String,
-    essential: bool,
-    stop_signal: i32,
-    stop_timeout: Duration,
-}
-
-#[derive(PartialEq)]
-enum Status {
-    Starting,
-    Running,
-    Stopped,
-}
-
-struct Tracked {
-    plan: Plan,
-    status: Status,
-    kill_at: Option<Instant>,
-}
-
-fn spawn_shim(config_path: &Path) -> Result<(tokio::process::Child, OwnedFd), TaskError> {
-    let (ev_r, ev_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+/// Starts the shim from a sealed copy of our binary and waits until it is ready (its socket
+/// listens); returns its pid.
+async fn spawn_shim(config_path: &Path, stdin: bool) -> Result<Pid, TaskError> {
+    let shim_err = |what: &str, e: std::io::Error| TaskError::Shim(format!("{what}: {e}"));
+    let exe = sealed_self().map_err(|e| shim_err("sealed copy of /proc/self/exe", e))?;
+    let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| TaskError::Shim(format!("pipe: {e}")))?;
-    let w = ev_w.as_raw_fd();
-    let mut cmd = tokio::process::Command::new("/proc/self/exe");
+    let w = ready_w.as_raw_fd();
+    let mut cmd = std::process::Command::new(format!("/proc/self/fd/{}", exe.as_raw_fd()));
     cmd.arg0("skiff")
         .arg("shim")
         .arg("--config")
         .arg(config_path)
-        .stdin(Stdio::piped())
+        .stdin(if stdin {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit())
         // Its own process group: a terminal's Ctrl-C reaches skiff, which decides.
@@ -283,72 +317,121 @@ fn spawn_shim(config_path: &Path) -> Result<(tokio::process::Child, OwnedFd), Ta
     // Only dup2/fcntl between fork and exec: both async-signal-safe.
     unsafe {
         cmd.pre_exec(move || {
-            if w == EVENT_FD {
+            if w == READY_FD {
                 if libc::fcntl(w, libc::F_SETFD, 0) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-            } else if libc::dup2(w, EVENT_FD) < 0 {
+            } else if libc::dup2(w, READY_FD) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
     }
-    let child = cmd
-        .spawn()
-        .map_err(|e| TaskError::Shim(format!("start shim: {e}")))?;
-    drop(ev_w);
-    Ok((child, ev_r))
+    let mut child = cmd.spawn().map_err(|e| shim_err("start shim", e))?;
+    drop(ready_w);
+    drop(exe);
+    // The first process exits as soon as the detached shim is forked.
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .map_err(|e| TaskError::Shim(e.to_string()))?
+        .map_err(|e| shim_err("wait for shim", e))?;
+    if !status.success() {
+        return Err(TaskError::Shim(format!("shim exited with {status}")));
+    }
+    let line = tokio::task::spawn_blocking(move || {
+        let mut s = String::new();
+        std::fs::File::from(ready_r)
+            .read_to_string(&mut s)
+            .map(|_| s)
+    })
+    .await
+    .map_err(|e| TaskError::Shim(e.to_string()))?
+    .map_err(|e| shim_err("read shim readiness", e))?;
+    let pid: i32 = line
+        .trim()
+        .parse()
+        .map_err(|_| TaskError::Shim("the shim failed before it was ready".into()))?;
+    Ok(Pid::from_raw(pid))
 }
 
+/// Connects to the shim's socket in `task_dir` (through /proc/self/fd, so that a long state
+/// directory path does not exceed sun_path).
+pub(crate) async fn connect(task_dir: &Path) -> std::io::Result<tokio::net::UnixStream> {
+    let dir = std::fs::File::open(task_dir)?;
+    let path = format!("/proc/self/fd/{}/{SOCKET_FILE}", dir.as_raw_fd());
+    let r = tokio::net::UnixStream::connect(&path).await;
+    drop(dir);
+    r
+}
+
+/// Restores the terminal's mode when the run ends.
+struct RawTerminal(Option<nix::sys::termios::Termios>);
+
+impl RawTerminal {
+    fn enter(enable: bool) -> RawTerminal {
+        use nix::sys::termios;
+        let stdin = std::io::stdin();
+        if !enable || !nix::unistd::isatty(stdin.as_raw_fd()).unwrap_or(false) {
+            return RawTerminal(None);
+        }
+        let Ok(orig) = termios::tcgetattr(&stdin) else {
+            return RawTerminal(None);
+        };
+        let mut raw = orig.clone();
+        termios::cfmakeraw(&mut raw);
+        let _ = termios::tcsetattr(&stdin, termios::SetArg::TCSANOW, &raw);
+        RawTerminal(Some(orig))
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        if let Some(orig) = &self.0 {
+            let _ = nix::sys::termios::tcsetattr(
+                std::io::stdin(),
+                nix::sys::termios::SetArg::TCSANOW,
+                orig,
+            );
+        }
+    }
+}
+
+fn window_size() -> Option<(u16, u16)> {
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    (unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) } == 0 && ws.ws_row > 0)
+        .then_some((ws.ws_row, ws.ws_col))
+}
+
+async fn send(sock: &mut tokio::net::unix::OwnedWriteHalf, cmd: &Command) {
+    let mut line = serde_json::to_vec(cmd).expect("command serializes");
+    line.push(b'\n');
+    let _ = sock.write_all(&line).await;
+}
+
+/// Follows the shim's events until the task has stopped; returns `skiff run`'s exit code.
 async fn supervise(
-    config_path: &Path,
-    plans: Vec<Plan>,
+    task_dir: &Path,
+    shim_pid: Pid,
+    attach: &Attach,
     sigint: &mut tokio::signal::unix::Signal,
     sigterm: &mut tokio::signal::unix::Signal,
 ) -> Result<i32, TaskError> {
-    let (mut child, ev_r) = spawn_shim(config_path)?;
-    let mut stdin = child.stdin.take();
-    let events = tokio::net::unix::pipe::Receiver::from_owned_fd(ev_r)
-        .map_err(|e| TaskError::Shim(format!("event pipe: {e}")))?;
-    let mut lines = BufReader::new(events).lines();
-
-    let mut tracked: Vec<Tracked> = plans
-        .into_iter()
-        .map(|plan| Tracked {
-            plan,
-            status: Status::Starting,
-            kill_at: None,
-        })
-        .collect();
-    async fn send(stdin: &mut Option<tokio::process::ChildStdin>, cmd: &Command) {
-        if let Some(s) = stdin.as_mut() {
-            let mut line = serde_json::to_vec(cmd).expect("command serializes");
-            line.push(b'\n');
-            if s.write_all(&line).await.is_err() {
-                *stdin = None;
-            }
+    let sock = connect(task_dir)
+        .await
+        .map_err(|e| TaskError::Shim(format!("connect to the shim: {e}")))?;
+    let (rd, mut wr) = sock.into_split();
+    let mut lines = BufReader::new(rd).lines();
+    let _raw = RawTerminal::enter(attach.tty);
+    let mut sigwinch =
+        signal(SignalKind::window_change()).map_err(|e| TaskError::Shim(e.to_string()))?;
+    if attach.tty {
+        if let Some((rows, cols)) = window_size() {
+            send(&mut wr, &Command::Resize { rows, cols }).await;
         }
     }
-    for t in &tracked {
-        send(
-            &mut stdin,
-            &Command::Start {
-                container: t.plan.name.clone(),
-            },
-        )
-        .await;
-    }
 
-    let mut stopping = false;
     let mut interrupts = 0;
-    let mut exit_code: Option<i32> = None;
     loop {
-        if tracked.iter().all(|t| t.status == Status::Stopped) {
-            // Closing stdin tells the shim it may exit.
-            stdin = None;
-        }
-        let deadline = tracked.iter().filter_map(|t| t.kill_at).min();
-        let mut stop_now = false;
         tokio::select! {
             line = lines.next_line() => {
                 let line = match line {
@@ -363,89 +446,55 @@ async fn supervise(
                     }
                 };
                 tracing::debug!(?ev, "shim event");
-                let (name, stopped_code) = match &ev {
+                match ev {
                     Event::Started { container, pid } => {
                         tracing::info!(container, pid, "container started");
-                        (container, None)
                     }
-                    Event::StartFailed { container, exit_code, error } => {
+                    Event::StartFailed { container, error, .. } => {
                         eprintln!("skiff: container {container}: CannotStartContainerError: {error}");
-                        (container, Some(*exit_code))
                     }
                     Event::OomKill { container, oom_kills } => {
                         eprintln!("skiff: container {container}: the OOM killer killed a process (memory limit reached; {oom_kills} so far)");
-                        continue;
                     }
                     Event::Exited { container, exit_code, signal, oom_killed } => {
-                        if *oom_killed {
+                        if oom_killed {
                             eprintln!("skiff: container {container}: {OOM_REASON}");
                         }
                         tracing::info!(container, exit_code, ?signal, oom_killed, "container exited");
-                        (container, Some(*exit_code))
                     }
-                };
-                let Some(t) = tracked.iter_mut().find(|t| &t.plan.name == name) else { continue };
-                match stopped_code {
-                    None => {
-                        t.status = Status::Running;
-                        if stopping {
-                            // Started after the task began stopping: stop it too.
-                            t.kill_at = Some(Instant::now() + t.plan.stop_timeout);
-                            let cmd = Command::Kill { container: name.clone(), signal: t.plan.stop_signal };
-                            send(&mut stdin, &cmd).await;
-                        }
-                    }
-                    Some(code) => {
-                        t.status = Status::Stopped;
-                        t.kill_at = None;
-                        if t.plan.essential && exit_code.is_none() {
-                            exit_code = Some(code);
-                            stop_now = true;
-                        }
+                    Event::TaskStopped { exit_code, reason } => {
+                        tracing::info!(?exit_code, reason, "task stopped");
+                        // The shim removes its socket and exits right after this line.
+                        let _ = lines.next_line().await;
+                        return exit_code.ok_or_else(|| {
+                            TaskError::Shim(format!("the task stopped ({reason}) before any essential container ran"))
+                        });
                     }
                 }
             }
-            _ = sigint.recv() => { interrupts += 1; stop_now = true; }
-            _ = sigterm.recv() => { interrupts += 1; stop_now = true; }
-            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
-                let now = Instant::now();
-                for t in tracked.iter_mut().filter(|t| t.kill_at.is_some_and(|k| k <= now)) {
-                    t.kill_at = None;
-                    let cmd = Command::Kill { container: t.plan.name.clone(), signal: libc::SIGKILL };
-                    send(&mut stdin, &cmd).await;
-                }
+            _ = sigint.recv() => {
+                interrupts += 1;
+                send(&mut wr, &Command::Stop { force: interrupts >= 2, reason: None }).await;
             }
-        }
-        if stop_now {
-            let force = interrupts >= 2;
-            if !stopping || force {
-                stopping = true;
-                for t in tracked.iter_mut().filter(|t| t.status == Status::Running) {
-                    let signal = if force {
-                        libc::SIGKILL
-                    } else {
-                        t.plan.stop_signal
-                    };
-                    if !force {
-                        t.kill_at = Some(Instant::now() + t.plan.stop_timeout);
-                    }
-                    let cmd = Command::Kill {
-                        container: t.plan.name.clone(),
-                        signal,
-                    };
-                    send(&mut stdin, &cmd).await;
+            _ = sigterm.recv() => {
+                interrupts += 1;
+                send(&mut wr, &Command::Stop { force: interrupts >= 2, reason: None }).await;
+            }
+            _ = sigwinch.recv() => {
+                if let Some((rows, cols)) = window_size() {
+                    send(&mut wr, &Command::Resize { rows, cols }).await;
                 }
             }
         }
     }
-    drop(stdin);
-    let status = child
-        .wait()
-        .await
-        .map_err(|e| TaskError::Shim(format!("wait for shim: {e}")))?;
-    if !status.success() {
-        return Err(TaskError::Shim(format!("shim exited with {status}")));
+    // The shim went away without its last event: what it recorded is the truth.
+    let _ = shim_pid;
+    match TaskState::read(task_dir) {
+        Ok(st) if st.known_status == Status::Stopped => st.exit_code.ok_or_else(|| {
+            TaskError::Shim("the shim ended before any essential container stopped".into())
+        }),
+        _ => Err(TaskError::Shim(
+            "the shim ended before the task stopped".into(),
+        )),
     }
-    exit_code
-        .ok_or_else(|| TaskError::Shim("shim ended before any essential container stopped".into()))
 }
