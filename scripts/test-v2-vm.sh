@@ -46,9 +46,10 @@ trap cleanup EXIT
 "$top/rootfs-tools/busybox-image.sh" "$work/bbl" --layered --push "127.0.0.1:$port/busybox-layered:latest" >/dev/null
 "$top/rootfs-tools/busybox-image.sh" "$work/bbu" --ecs-tools --push "127.0.0.1:$port/ubuntu:latest" >/dev/null
 
-# The test binaries find skiff and the examples at the paths they were built with.
+# The test binaries find skiff, the examples and the fixtures at the paths they were built with.
 files=(--file "$top/target/$target/debug/skiff:$top/target/$target/debug/skiff"
-       --file "$top/examples:$top/examples")
+       --file "$top/examples:$top/examples"
+       --file "$top/tests/fixtures:$top/tests/fixtures")
 for b in "${bins[@]}"; do files+=(--file "$b:$b"); done
 {
     echo "export SKIFF_TEST_REGISTRY=10.0.2.2:$port SKIFF_INSECURE_REGISTRIES=10.0.2.2:$port"

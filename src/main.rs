@@ -18,6 +18,7 @@ mod net;
 mod runtime;
 mod task;
 mod taskdef;
+mod timing;
 
 fn main() {
     std::process::exit(cli::main());

@@ -106,6 +106,7 @@ pub fn main() -> i32 {
     if let Cmd::Shim { config } = &cli.cmd {
         return crate::runtime::shim::main(config);
     }
+    crate::timing::mark("start");
     // Commands that print die quietly on a closed pipe (`skiff info | head`), as CLI tools
     // do; the shim above keeps ignoring SIGPIPE so that containers outlive a closed terminal.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };

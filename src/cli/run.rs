@@ -72,6 +72,7 @@ pub async fn run(args: RunArgs, state_dir: PathBuf, cgroup: Placement) -> i32 {
             return EXIT_RUNNER_ERROR;
         }
     };
+    crate::timing::mark("parsed");
     if !nix::unistd::geteuid().is_root() {
         eprintln!("skiff: {file}: running a task needs root (namespaces, mounts and cgroups)");
         return EXIT_RUNNER_ERROR;
@@ -107,7 +108,10 @@ pub async fn run(args: RunArgs, state_dir: PathBuf, cgroup: Placement) -> i32 {
         },
     };
     match run_foreground(td, opts).await {
-        Ok(code) => code,
+        Ok(code) => {
+            crate::timing::mark("end");
+            code
+        }
         Err(e) => {
             eprintln!("skiff: {file}: {e}");
             EXIT_RUNNER_ERROR

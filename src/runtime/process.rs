@@ -202,6 +202,7 @@ fn child(
     tty_sock: Option<OwnedFd>,
 ) -> Result<Never, StartFailure> {
     let fail = |msg: String| StartFailure::new(125, msg);
+    crate::timing::mark("cloned");
 
     // The shim blocks signals for its signalfd and Rust ignores SIGPIPE: neither may leak
     // into the container.
@@ -240,6 +241,7 @@ fn child(
     }
 
     super::rootfs::setup(spec, &spec.etc_dir).map_err(fail)?;
+    crate::timing::mark("rootfs_done");
     // stdin is the container's own /dev/null, opened inside its root.
     let devnull = nix::fcntl::open("/dev/null", OFlag::O_RDONLY, nix::sys::stat::Mode::empty())
         .map_err(|e| fail(format!("open /dev/null: {e}")))?;
@@ -365,6 +367,7 @@ fn child(
         seccomp::install(prog).map_err(|e| fail(e.to_string()))?;
     }
 
+    crate::timing::mark("exec");
     close_other_fds();
     let err = nix::unistd::execve(&exe_c, &argv, &envp).unwrap_err();
     Err(match err {

@@ -82,6 +82,7 @@ pub fn main(config_path: &Path) -> i32 {
 }
 
 fn run(config_path: &Path) -> Result<(), String> {
+    crate::timing::mark("shim_exec");
     let text =
         std::fs::read(config_path).map_err(|e| format!("read {}: {e}", config_path.display()))?;
     let cfg: ShimConfig = serde_json::from_slice(&text)
@@ -723,6 +724,7 @@ impl Shim {
             else {
                 continue;
             };
+            crate::timing::mark("exited");
             self.drain(ci);
             // The kernel rate-limits memory.events notifications: a kill just before the
             // exit may not have been announced yet. Report it before the exit.

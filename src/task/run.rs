@@ -140,6 +140,7 @@ async fn run_inner(
         by_key[&(c.image.as_str(), c.repository_credentials.as_deref())]
     };
 
+    crate::timing::mark("image_ready");
     // Task directory and cgroups.
     let task_dir = opts.state_dir.join("tasks").join(&task_id);
     std::fs::create_dir_all(&task_dir).map_err(|e| TaskError::Io {
@@ -262,6 +263,7 @@ async fn run_inner(
         source: e,
     })?;
 
+    crate::timing::mark("prepared");
     let config = ShimConfig {
         task_id: task_id.clone(),
         task_dir: task_dir.clone(),
@@ -284,6 +286,7 @@ async fn run_inner(
     })?;
 
     let shim_pid = spawn_shim(&config_path, opts.attach.stdin).await?;
+    crate::timing::mark("shim_ready");
     let r = supervise(&task_dir, shim_pid, &opts.attach, &mut sigint, &mut sigterm).await;
     if r.is_err() {
         // The task must not run on unwatched while its files are removed.
@@ -463,6 +466,7 @@ async fn supervise(
                         tracing::info!(container, exit_code, ?signal, oom_killed, "container exited");
                     }
                     Event::TaskStopped { exit_code, reason } => {
+                        crate::timing::mark("task_stopped");
                         tracing::info!(?exit_code, reason, "task stopped");
                         // The shim removes its socket and exits right after this line.
                         let _ = lines.next_line().await;
