@@ -129,7 +129,7 @@ pub fn main() -> i32 {
             return EXIT_RUNNER_ERROR;
         }
     };
-    rt.block_on(async move {
+    let code = rt.block_on(async move {
         match cli.cmd {
             Cmd::Run(args) => run::run(args, cli.state_dir, placement).await,
             Cmd::Stats(args) => stats::run(args, &cli.state_dir).await,
@@ -140,7 +140,10 @@ pub fn main() -> i32 {
             Cmd::Prune(args) => images::prune(args, &cli.state_dir).await,
             Cmd::Shim { .. } | Cmd::Info(_) => unreachable!("handled above"),
         }
-    })
+    });
+    // The process exits next: no need to wait for idle worker threads to wind down.
+    rt.shutdown_background();
+    code
 }
 
 fn init_logging(level: &str, format: LogFormat) {

@@ -266,10 +266,15 @@ impl Store {
         read_dir_json(&self.root.join("refs"))
     }
 
-    /// Marks an image as used now (for the cleanup policy).
+    /// Marks an image as used now (for the cleanup policy). A minute is fine enough for a
+    /// policy counted in hours: a task started again within it does not write the record.
     pub fn touch(&self, img: &Image) {
         if let Some(mut rec) = self.image(&img.manifest_digest) {
-            rec.last_used = now_unix();
+            let now = now_unix();
+            if now.saturating_sub(rec.last_used) < 60 {
+                return;
+            }
+            rec.last_used = now;
             let body = serde_json::to_vec_pretty(&rec).expect("record serializes");
             let _ = write_atomic(
                 &self.root.join("tmp"),

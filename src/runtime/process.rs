@@ -119,16 +119,26 @@ pub fn spawn(spec: &ContainerSpec, joins: &Joins) -> Result<Spawned, StartFailur
     };
 
     // A raw clone with no new stack behaves like fork, into new namespaces; the child is PID 1
-    // of its PID namespace.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            flags as libc::c_ulong,
-            0usize,
-            0usize,
-            0usize,
-            0usize,
-        )
+    // of its PID namespace. On v2 it is born in its cgroup when the kernel can (5.7+).
+    let cgroup_dir = spec
+        .cgroup
+        .v2_dir()
+        .and_then(|d| File::open(d).ok().map(OwnedFd::from));
+    let (pid, born_in_cgroup) = match cgroup_dir.as_ref().map(|d| clone_into(flags, d)) {
+        Some(Ok(pid)) => (pid, true),
+        _ => {
+            let pid = unsafe {
+                libc::syscall(
+                    libc::SYS_clone,
+                    flags as libc::c_ulong,
+                    0usize,
+                    0usize,
+                    0usize,
+                    0usize,
+                )
+            };
+            (pid, false)
+        }
     };
     if pid == 0 {
         drop(out_r);
@@ -139,7 +149,16 @@ pub fn spawn(spec: &ContainerSpec, joins: &Joins) -> Result<Spawned, StartFailur
             None => (None, None),
         };
         drop(tty_parent);
-        let failure = match child(spec, out_w, err_w, sync_w.as_raw_fd(), ipc_fd, tty_child) {
+        drop(cgroup_dir);
+        let failure = match child(
+            spec,
+            out_w,
+            err_w,
+            sync_w.as_raw_fd(),
+            ipc_fd,
+            tty_child,
+            born_in_cgroup,
+        ) {
             Ok(never) => match never {},
             Err(f) => f,
         };
@@ -193,6 +212,48 @@ pub fn spawn(spec: &ContainerSpec, joins: &Joins) -> Result<Spawned, StartFailur
 
 enum Never {}
 
+/// The kernel's `struct clone_args` (version 2, with `cgroup`).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// clone3 with no new stack (fork-like) into `cgroup_dir`: Ok(0) in the child, Ok(pid) in the
+/// parent, Err when the kernel cannot (then nothing was created).
+fn clone_into(flags: libc::c_int, cgroup_dir: &OwnedFd) -> std::io::Result<libc::c_long> {
+    let signal = (flags & 0xff) as u64;
+    let args = CloneArgs {
+        flags: (flags as u64 & !0xff) | CLONE_INTO_CGROUP,
+        exit_signal: signal,
+        cgroup: cgroup_dir.as_raw_fd() as u64,
+        ..Default::default()
+    };
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(pid)
+}
+
 fn child(
     spec: &ContainerSpec,
     out_w: OwnedFd,
@@ -200,6 +261,7 @@ fn child(
     sync_fd: RawFd,
     ipc_fd: Option<OwnedFd>,
     tty_sock: Option<OwnedFd>,
+    born_in_cgroup: bool,
 ) -> Result<Never, StartFailure> {
     let fail = |msg: String| StartFailure::new(125, msg);
     crate::timing::mark("cloned");
@@ -225,8 +287,10 @@ fn child(
 
     // Join the cgroup before anything is allocated on the container's behalf, then a cgroup
     // namespace rooted there.
-    for f in spec.cgroup.procs_files() {
-        std::fs::write(&f, "0").map_err(|e| fail(format!("join cgroup {}: {e}", f.display())))?;
+    if !born_in_cgroup {
+        spec.cgroup
+            .join_single_threaded()
+            .map_err(|e| fail(e.to_string()))?;
     }
     if spec.new_namespace(Ns::Cgroup) {
         // Kernels without cgroup namespaces (before 4.6) show the host's paths, as Docker does.
@@ -235,6 +299,7 @@ fn child(
             Err(e) => return Err(fail(format!("cgroup namespace: {e}"))),
         }
     }
+    crate::timing::mark("cgroup_joined");
     if let Some(fd) = ipc_fd {
         nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWIPC)
             .map_err(|e| fail(format!("join the task's IPC namespace: {e}")))?;

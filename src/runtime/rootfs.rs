@@ -507,6 +507,7 @@ pub(super) fn setup(spec: &ContainerSpec, etc_dir: &Path) -> Result<(), String> 
         Some(opts.as_str()),
     )
     .map_err(|e| mount_err("overlay", root, e))?;
+    crate::timing::mark("overlay_mounted");
     let root_fd = {
         let p = CString::new(root.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
         let fd = unsafe {

@@ -143,7 +143,7 @@ pub fn own_cgroup_dirs() -> Vec<PathBuf> {
     let mut out = Vec::new();
     let has_v1_memory = Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists();
     if has_v1_memory {
-        for ctrl in ["cpu", "cpuacct", "memory", "pids", "blkio"] {
+        for ctrl in ["cpu", "cpuacct", "memory", "pids", "blkio", "devices"] {
             if let Some((_, path)) = v1.iter().find(|(c, _)| c.split(',').any(|x| x == ctrl)) {
                 let mount = Path::new("/sys/fs/cgroup").join(ctrl);
                 let d = mount.join(path.trim_start_matches('/'));
