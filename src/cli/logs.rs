@@ -8,11 +8,12 @@ use std::time::{Duration, SystemTime};
 use clap::Args;
 
 use super::EXIT_RUNNER_ERROR;
-use crate::runtime::logfile::{parse_time, read_records, LogStream};
+use crate::runtime::logfile::{parse_time, read_records_and_follow, LogRecord, LogStream};
+use crate::runtime::proto::Status;
 
 #[derive(Args)]
 pub struct LogsArgs {
-    /// The task's id (or a unique prefix of it).
+    /// The task's id (or a unique prefix of it) or name.
     task: String,
     /// The container (may be left out when the task has one).
     container: Option<String>,
@@ -26,6 +27,9 @@ pub struct LogsArgs {
     /// Prefix each line with its time.
     #[arg(short = 't', long)]
     timestamps: bool,
+    /// Keep printing new lines until the task stops.
+    #[arg(short = 'f', long)]
+    follow: bool,
 }
 
 /// "90s", "10m", "2h", "1d" → a duration.
@@ -42,22 +46,9 @@ fn parse_ago(s: &str) -> Option<Duration> {
     Some(Duration::from_secs(secs))
 }
 
-/// The task directory whose id starts with `prefix` (exactly one).
-pub fn find_task(state_dir: &Path, prefix: &str) -> Result<PathBuf, String> {
-    let tasks = state_dir.join("tasks");
-    let mut found: Vec<PathBuf> = std::fs::read_dir(&tasks)
-        .map_err(|e| format!("{}: {e}", tasks.display()))?
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
-        .map(|e| e.path())
-        .collect();
-    match found.len() {
-        0 => Err(format!("no task {prefix:?} in {}", tasks.display())),
-        1 => Ok(found.remove(0)),
-        n => Err(format!(
-            "{n} tasks start with {prefix:?}: give more of the id"
-        )),
-    }
+/// The task directory of the task named by `key` (its name, id or a unique id prefix).
+pub fn find_task(state_dir: &Path, key: &str) -> Result<PathBuf, String> {
+    crate::task::store::find(state_dir, key).map(|v| v.dir)
 }
 
 pub fn run(args: LogsArgs, state_dir: &Path) -> i32 {
@@ -110,34 +101,53 @@ fn logs(args: LogsArgs, state_dir: &Path) -> Result<(), String> {
                 })?,
         ),
     };
-    let records = match read_records(&path, since, args.tail) {
-        Ok(r) => r,
-        // A container that has not written anything yet has no log file.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+    // A container that has not written anything yet has no log file.
+    let (records, mut follow) = match read_records_and_follow(&path, since, args.tail) {
+        Ok((r, f)) => (r, Some(f)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Vec::new(), None),
         Err(e) => return Err(format!("{}: {e}", path.display())),
     };
+    print_records(&records, args.timestamps);
+    if !args.follow {
+        return Ok(());
+    }
+    loop {
+        // Read the state before the file: lines written before the task stopped are then
+        // all in the file when it says so.
+        let stopped = match crate::task::store::read(&task_dir) {
+            Some(v) => v.status() == Status::Stopped,
+            None => true,
+        };
+        if follow.is_none() {
+            follow = match read_records_and_follow(&path, since, None) {
+                Ok((r, f)) => {
+                    print_records(&r, args.timestamps);
+                    Some(f)
+                }
+                Err(_) => None,
+            };
+        } else if let Some(f) = follow.as_mut() {
+            let r = f.next().map_err(|e| format!("{}: {e}", path.display()))?;
+            print_records(&r, args.timestamps);
+        }
+        if stopped {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn print_records(records: &[LogRecord], timestamps: bool) {
     let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
     for r in records {
         let w: &mut dyn Write = match r.stream {
             LogStream::Stdout => &mut out,
             LogStream::Stderr => &mut err,
         };
-        if args.timestamps {
+        if timestamps {
             let _ = write!(w, "{} ", r.time);
         }
         let _ = w.write_all(r.log.as_bytes());
     }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn durations_ago() {
-        assert_eq!(super::parse_ago("90s").unwrap().as_secs(), 90);
-        assert_eq!(super::parse_ago("10m").unwrap().as_secs(), 600);
-        assert_eq!(super::parse_ago("2h").unwrap().as_secs(), 7200);
-        assert!(super::parse_ago("2x").is_none());
-        assert!(super::parse_ago("h").is_none());
-    }
+    let _ = out.flush();
 }

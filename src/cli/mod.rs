@@ -6,6 +6,7 @@ mod info;
 mod logs;
 mod run;
 mod stats;
+mod tasks;
 
 use std::path::PathBuf;
 
@@ -57,6 +58,10 @@ struct Cli {
     /// cgroup) instead of beneath the cgroup skiff runs in.
     #[arg(long, global = true, env = "SKIFF_CGROUP_ROOT")]
     cgroup_root: Option<String>,
+    /// How long a stopped task stays listed before its files are removed (3h, 90m, ...).
+    #[arg(long, global = true, env = "ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION",
+          default_value = "3h", value_parser = tasks::parse_duration)]
+    task_cleanup_wait: std::time::Duration,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -69,8 +74,16 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run a task definition here, in the foreground.
+    /// Run a task definition here: in the foreground, or detached with -d.
     Run(run::RunArgs),
+    /// List tasks (running ones; -a: also stopped ones).
+    Ps(tasks::PsArgs),
+    /// Stop tasks: each container gets its stop signal, then SIGKILL after its stopTimeout.
+    Stop(tasks::StopArgs),
+    /// A task's status, containers, exit codes and reasons.
+    Inspect(tasks::InspectArgs),
+    /// Remove stopped tasks and their files (-f: stop running ones first).
+    Rm(tasks::RmArgs),
     /// Pull an image into the local store.
     Pull(images::PullArgs),
     /// List the images in the local store.
@@ -131,7 +144,17 @@ pub fn main() -> i32 {
     };
     let code = rt.block_on(async move {
         match cli.cmd {
-            Cmd::Run(args) => run::run(args, cli.state_dir, placement).await,
+            Cmd::Run(args) => run::run(args, cli.state_dir, placement, cli.task_cleanup_wait).await,
+            Cmd::Ps(args) => tasks::ps(args, &cli.state_dir, &placement, cli.task_cleanup_wait),
+            Cmd::Stop(args) => {
+                tasks::stop(args, &cli.state_dir, &placement, cli.task_cleanup_wait).await
+            }
+            Cmd::Inspect(args) => {
+                tasks::inspect(args, &cli.state_dir, &placement, cli.task_cleanup_wait)
+            }
+            Cmd::Rm(args) => {
+                tasks::rm(args, &cli.state_dir, &placement, cli.task_cleanup_wait).await
+            }
             Cmd::Stats(args) => stats::run(args, &cli.state_dir).await,
             Cmd::Logs(args) => logs::run(args, &cli.state_dir),
             Cmd::Pull(args) => images::pull(args, &cli.state_dir).await,

@@ -41,11 +41,23 @@ pub struct RunArgs {
     /// Put this terminal in raw mode and pass its size to the container's terminal.
     #[arg(short = 't', long)]
     tty: bool,
+    /// Start the task, print its id once its containers run, and leave it running (`skiff
+    /// ps`, `logs`, `stop`, `rm` manage it).
+    #[arg(short = 'd', long, conflicts_with_all = ["interactive", "tty"])]
+    detach: bool,
+    /// A name for the task, unique on this host, usable wherever a task id is.
+    #[arg(long)]
+    name: Option<String>,
     #[command(flatten)]
     pull: PullOpts,
 }
 
-pub async fn run(args: RunArgs, state_dir: PathBuf, cgroup: Placement) -> i32 {
+pub async fn run(
+    args: RunArgs,
+    state_dir: PathBuf,
+    cgroup: Placement,
+    keep_stopped: Duration,
+) -> i32 {
     let file = args.file.display().to_string();
     let bytes = match std::fs::read(&args.file) {
         Ok(b) => b,
@@ -106,6 +118,9 @@ pub async fn run(args: RunArgs, state_dir: PathBuf, cgroup: Placement) -> i32 {
             stdin: args.interactive,
             tty: args.tty,
         },
+        detach: args.detach,
+        name: args.name,
+        keep_stopped,
     };
     match run_foreground(td, opts).await {
         Ok(code) => {

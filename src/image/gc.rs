@@ -138,16 +138,7 @@ impl Store {
         let mut removed = Removed::default();
         self.sweep(in_use, &mut removed);
         // With the exclusive lock held no pull runs: whatever is in tmp is a crash's debris.
-        if let Ok(rd) = std::fs::read_dir(self.root().join("tmp")) {
-            for e in rd.flatten() {
-                let p = e.path();
-                let _ = if p.is_dir() {
-                    std::fs::remove_dir_all(&p)
-                } else {
-                    std::fs::remove_file(&p)
-                };
-            }
-        }
+        clear_tmp(self.root());
         Ok(removed)
     }
 
@@ -213,6 +204,32 @@ impl Store {
                 remove_file(&e.path());
             }
         }
+    }
+}
+
+fn clear_tmp(root: &std::path::Path) {
+    if let Ok(rd) = std::fs::read_dir(root.join("tmp")) {
+        for e in rd.flatten() {
+            let p = e.path();
+            let _ = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+        }
+    }
+}
+
+/// Removes what killed pulls left in the store's `tmp`, when no pull runs (the store lock is
+/// free right now); otherwise leaves it for a later command. For the daemonless commands,
+/// which clean up after crashed ones as they start.
+pub fn clear_debris_if_idle(state_dir: &std::path::Path) {
+    use std::os::fd::AsRawFd;
+    let Ok(f) = std::fs::File::open(state_dir.join("locks").join("store")) else {
+        return;
+    };
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        clear_tmp(state_dir);
     }
 }
 

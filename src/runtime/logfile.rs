@@ -516,6 +516,11 @@ fn format_time(t: SystemTime) -> [u8; TIME_LEN] {
 /// Parses an RFC 3339 time as written in the logs (`2026-11-22T08:30:01.123456789Z`); also
 /// accepts 0 to 9 fraction digits (more are truncated), a lowercase `t`/`z` and `±hh:mm`
 /// offsets.
+/// RFC 3339 with nanoseconds, UTC, as in the log records.
+pub fn time_string(t: SystemTime) -> String {
+    String::from_utf8_lossy(&format_time(t)).into_owned()
+}
+
 pub fn parse_time(s: &str) -> Option<SystemTime> {
     let b = s.as_bytes();
     let num = |from: usize, to: usize| -> Option<u32> {
@@ -609,11 +614,30 @@ struct RawRecord {
 /// Reads a container's records, oldest first across the rotated files (`path.N` ...
 /// `path.1`, `path`): only those at or after `since`, then only the last `tail`. Lines that
 /// are not records (a torn last line, a bad time, an unknown stream) are skipped.
+#[cfg_attr(not(test), allow(dead_code))]
 pub fn read_records(
     path: &Path,
     since: Option<SystemTime>,
     tail: Option<usize>,
 ) -> io::Result<Vec<LogRecord>> {
+    read_records_and_follow(path, since, tail).map(|(records, _)| records)
+}
+
+/// Where a reader stopped in the current log file: the open file and the offset after the
+/// last complete line, from which [`Follow::next`] goes on.
+pub struct Follow {
+    path: PathBuf,
+    file: File,
+    offset: u64,
+    since: Option<SystemTime>,
+}
+
+/// [`read_records`], and a [`Follow`] positioned right after what it returned.
+pub fn read_records_and_follow(
+    path: &Path,
+    since: Option<SystemTime>,
+    tail: Option<usize>,
+) -> io::Result<(Vec<LogRecord>, Follow)> {
     // Newest first, so that a rotation while we open makes a file show up twice (caught by
     // its inode) rather than be missed.
     let mut files = vec![File::open(path)?];
@@ -630,44 +654,99 @@ pub fn read_records(
             files.push(f);
         }
     }
+    let current = files[0].try_clone()?;
 
     let mut out = VecDeque::new();
-    if tail == Some(0) {
-        return Ok(Vec::new());
-    }
     let mut line = Vec::new();
+    let mut offset = 0;
     for f in files.into_iter().rev() {
         let mut r = BufReader::new(f);
+        offset = 0;
         loop {
             line.clear();
-            if r.read_until(b'\n', &mut line)? == 0 {
+            let n = r.read_until(b'\n', &mut line)?;
+            if n == 0 || line.last() != Some(&b'\n') {
                 break;
             }
-            let Ok(raw) = serde_json::from_slice::<RawRecord>(&line) else {
+            offset += n as u64;
+            let Some(rec) = parse_record(&line, since) else {
                 continue;
             };
-            let stream = match raw.stream.as_str() {
-                "stdout" => LogStream::Stdout,
-                "stderr" => LogStream::Stderr,
-                _ => continue,
-            };
-            let Some(t) = parse_time(&raw.time) else {
-                continue;
-            };
-            if since.is_some_and(|s| t < s) {
+            if tail == Some(0) {
                 continue;
             }
             if tail.is_some_and(|n| out.len() == n) {
                 out.pop_front();
             }
-            out.push_back(LogRecord {
-                time: raw.time,
-                stream,
-                log: raw.log,
-            });
+            out.push_back(rec);
         }
     }
-    Ok(out.into())
+    Ok((
+        out.into(),
+        Follow {
+            path: path.to_path_buf(),
+            file: current,
+            offset,
+            since,
+        },
+    ))
+}
+
+impl Follow {
+    /// The records written since the last call, following a rotation to the new file.
+    pub fn next(&mut self) -> io::Result<Vec<LogRecord>> {
+        let mut out = self.read_more()?;
+        // Rotated: the file we hold was renamed away; what it still had is read above, the
+        // rest is in the new file at `path`.
+        if let Ok(f) = File::open(&self.path) {
+            if inode(&f)? != inode(&self.file)? {
+                out.extend(self.read_more()?);
+                self.file = f;
+                self.offset = 0;
+                out.extend(self.read_more()?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn read_more(&mut self) -> io::Result<Vec<LogRecord>> {
+        use std::io::{Seek, SeekFrom};
+        self.file.seek(SeekFrom::Start(self.offset))?;
+        let mut r = BufReader::new(&self.file);
+        let mut out = Vec::new();
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let n = r.read_until(b'\n', &mut line)?;
+            if n == 0 || line.last() != Some(&b'\n') {
+                break;
+            }
+            self.offset += n as u64;
+            if let Some(rec) = parse_record(&line, self.since) {
+                out.push(rec);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// One line of a log file as a record (None: not a record, or before `since`).
+fn parse_record(line: &[u8], since: Option<SystemTime>) -> Option<LogRecord> {
+    let raw = serde_json::from_slice::<RawRecord>(line).ok()?;
+    let stream = match raw.stream.as_str() {
+        "stdout" => LogStream::Stdout,
+        "stderr" => LogStream::Stderr,
+        _ => return None,
+    };
+    let t = parse_time(&raw.time)?;
+    if since.is_some_and(|s| t < s) {
+        return None;
+    }
+    Some(LogRecord {
+        time: raw.time,
+        stream,
+        log: raw.log,
+    })
 }
 
 fn inode(f: &File) -> io::Result<(u64, u64)> {

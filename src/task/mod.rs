@@ -5,9 +5,10 @@ mod limits;
 pub mod record;
 mod run;
 mod spec;
+pub mod store;
 
 pub use limits::LimitSettings;
-pub use run::{run_foreground, Attach, RunOptions};
+pub use run::{connect, run_foreground, Attach, RunOptions};
 
 use crate::cgroup::CgroupError;
 use crate::image::ImageError;

@@ -10,6 +10,9 @@ use crate::cgroup::Cgroup;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TaskRecord {
     pub task_id: String,
+    /// `skiff run --name`: unique among the tasks of the state directory.
+    #[serde(default)]
+    pub name: Option<String>,
     pub family: String,
     /// Unix seconds.
     pub started_at: u64,

@@ -36,6 +36,13 @@ pub struct RunOptions {
     pub default_stop_timeout: Duration,
     pub limits: LimitSettings,
     pub attach: Attach,
+    /// `-d`: start the task, print its id once every container has started, and leave it
+    /// to its shim.
+    pub detach: bool,
+    /// `--name`.
+    pub name: Option<String>,
+    /// How long stopped tasks stay listed before their files are removed.
+    pub keep_stopped: Duration,
 }
 
 /// What of the caller's terminal a foreground run hands to the task.
@@ -95,8 +102,39 @@ pub async fn run_foreground(td: TaskDefinition, opts: RunOptions) -> Result<i32,
         container_cgroups: Vec::new(),
     };
     let result = run_inner(&td, &opts, &mut created).await;
-    created.cleanup();
+    // A detached task that started belongs to its shim now; anything else is undone.
+    if !(opts.detach && result.is_ok()) {
+        created.cleanup();
+    }
     result
+}
+
+/// Fails when `name` is already taken by a task of the state directory.
+fn check_name_free(state_dir: &Path, name: &str) -> Result<(), TaskError> {
+    let bad = |msg: String| TaskError::Unsupported(format!("--name {name:?}: {msg}"));
+    if name.is_empty()
+        || name.len() > 255
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    {
+        return Err(bad(
+            "must be 1-255 letters, digits, '_', '-' or '.'".to_string()
+        ));
+    }
+    if name.len() == 32 && name.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(bad("looks like a task id".to_string()));
+    }
+    if let Some(t) = super::store::list(state_dir)
+        .into_iter()
+        .find(|t| t.name() == Some(name))
+    {
+        return Err(bad(format!(
+            "already in use by task {} (remove it with `skiff rm`)",
+            t.id
+        )));
+    }
+    Ok(())
 }
 
 async fn run_inner(
@@ -110,6 +148,7 @@ async fn run_inner(
 
     let task_id = new_task_id();
     tracing::info!(task = %task_id, family = %td.family, "starting task");
+    super::store::sweep(&opts.state_dir, &opts.cgroup, opts.keep_stopped);
 
     // Images, each once, in parallel; a signal aborts the pull.
     let store = Store::open(&opts.state_dir, opts.store.clone())?;
@@ -141,13 +180,32 @@ async fn run_inner(
     };
 
     crate::timing::mark("image_ready");
-    // Task directory and cgroups.
+    // Task directory and cgroups. A name is checked and taken under the tasks lock, held
+    // until the record that carries it is written.
+    let name_lock = match &opts.name {
+        Some(name) => {
+            let l = super::store::lock(&opts.state_dir).map_err(|e| TaskError::Io {
+                what: "lock the tasks".into(),
+                source: e,
+            })?;
+            check_name_free(&opts.state_dir, name)?;
+            Some(l)
+        }
+        None => None,
+    };
     let task_dir = opts.state_dir.join("tasks").join(&task_id);
     std::fs::create_dir_all(&task_dir).map_err(|e| TaskError::Io {
         what: format!("create {}", task_dir.display()),
         source: e,
     })?;
     created.task_dir = Some(task_dir.clone());
+    super::store::mark_creating(&task_dir).map_err(|e| TaskError::Io {
+        what: format!(
+            "write {}",
+            task_dir.join(super::store::CREATING_FILE).display()
+        ),
+        source: e,
+    })?;
 
     let hierarchy = Hierarchy::detect(&opts.cgroup)?;
     tracing::info!(mode = ?hierarchy.mode, controllers = ?hierarchy.controllers, "cgroups");
@@ -240,6 +298,7 @@ async fn run_inner(
 
     let record = TaskRecord {
         task_id: task_id.clone(),
+        name: opts.name.clone(),
         family: td.family.clone(),
         started_at: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -262,6 +321,7 @@ async fn run_inner(
         what: format!("write {}", task_dir.join(record::RECORD_FILE).display()),
         source: e,
     })?;
+    drop(name_lock);
 
     crate::timing::mark("prepared");
     let config = ShimConfig {
@@ -269,11 +329,11 @@ async fn run_inner(
         task_dir: task_dir.clone(),
         containers: specs,
         prefix_output: td.containers.len() > 1,
-        echo_output: true,
+        echo_output: !opts.detach,
         task_cgroup: Some(task_cg.clone()),
         log_max_size: DEFAULT_MAX_SIZE,
         log_max_files: DEFAULT_MAX_FILES,
-        wait_for_client: true,
+        wait_for_client: !opts.detach,
     };
     let config_path = task_dir.join("shim.json");
     std::fs::write(
@@ -285,8 +345,23 @@ async fn run_inner(
         source: e,
     })?;
 
-    let shim_pid = spawn_shim(&config_path, opts.attach.stdin).await?;
+    let shim_out = if opts.detach {
+        // Nobody reads a detached shim's terminal: its own messages go to a file.
+        let p = task_dir.join(SHIM_LOG);
+        Some(std::fs::File::create(&p).map_err(|e| TaskError::Io {
+            what: format!("create {}", p.display()),
+            source: e,
+        })?)
+    } else {
+        None
+    };
+    let shim_pid = spawn_shim(&config_path, opts.attach.stdin, shim_out).await?;
     crate::timing::mark("shim_ready");
+    // The shim's state file exists now: the task is no longer "being created".
+    let _ = std::fs::remove_file(task_dir.join(super::store::CREATING_FILE));
+    if opts.detach {
+        return wait_started(&task_dir, &task_id).await;
+    }
     let r = supervise(&task_dir, shim_pid, &opts.attach, &mut sigint, &mut sigterm).await;
     if r.is_err() {
         // The task must not run on unwatched while its files are removed.
@@ -297,7 +372,11 @@ async fn run_inner(
 
 /// Starts the shim from a sealed copy of our binary and waits until it is ready (its socket
 /// listens); returns its pid.
-async fn spawn_shim(config_path: &Path, stdin: bool) -> Result<Pid, TaskError> {
+async fn spawn_shim(
+    config_path: &Path,
+    stdin: bool,
+    output: Option<std::fs::File>,
+) -> Result<Pid, TaskError> {
     let shim_err = |what: &str, e: std::io::Error| TaskError::Shim(format!("{what}: {e}"));
     let exe = sealed_self().map_err(|e| shim_err("sealed copy of /proc/self/exe", e))?;
     let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
@@ -313,8 +392,14 @@ async fn spawn_shim(config_path: &Path, stdin: bool) -> Result<Pid, TaskError> {
         } else {
             Stdio::null()
         })
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::inherit())
+        .stdout(match &output {
+            Some(f) => Stdio::from(f.try_clone().map_err(|e| shim_err("shim log", e))?),
+            None => Stdio::inherit(),
+        })
+        .stderr(match output {
+            Some(f) => Stdio::from(f),
+            None => Stdio::inherit(),
+        })
         // Its own process group: a terminal's Ctrl-C reaches skiff, which decides.
         .process_group(0);
     // Only dup2/fcntl between fork and exec: both async-signal-safe.
@@ -357,9 +442,60 @@ async fn spawn_shim(config_path: &Path, stdin: bool) -> Result<Pid, TaskError> {
     Ok(Pid::from_raw(pid))
 }
 
+/// A detached task's shim writes its own messages here.
+pub const SHIM_LOG: &str = "shim.log";
+
+/// `run -d`: follows the shim's events until every container has started (prints the task id,
+/// returns 0) or the start failed (prints why, returns the failure's exit code; the stopped
+/// task stays listed for `skiff ps -a` and `skiff logs`).
+async fn wait_started(task_dir: &Path, task_id: &str) -> Result<i32, TaskError> {
+    let sock = connect(task_dir)
+        .await
+        .map_err(|e| TaskError::Shim(format!("connect to the shim: {e}")))?;
+    let n = TaskState::read(task_dir)
+        .map(|st| st.containers.len())
+        .unwrap_or(1);
+    let (rd, _wr) = sock.into_split();
+    let mut lines = BufReader::new(rd).lines();
+    let mut started = 0;
+    while let Ok(Some(line)) = lines.next_line().await {
+        let Ok(ev) = serde_json::from_str::<Event>(&line) else {
+            continue;
+        };
+        match ev {
+            Event::Started { .. } => {
+                started += 1;
+                if started == n {
+                    println!("{task_id}");
+                    return Ok(0);
+                }
+            }
+            Event::StartFailed {
+                container,
+                error,
+                exit_code,
+            } => {
+                eprintln!("skiff: container {container}: CannotStartContainerError: {error}");
+                eprintln!("skiff: task {task_id} stopped");
+                return Ok(exit_code);
+            }
+            Event::TaskStopped { exit_code, reason } => {
+                // Every container ran and the task already ended (a quick command).
+                println!("{task_id}");
+                tracing::info!(?exit_code, reason, "task already stopped");
+                return Ok(0);
+            }
+            _ => {}
+        }
+    }
+    Err(TaskError::Shim(
+        "the shim ended before the task started".into(),
+    ))
+}
+
 /// Connects to the shim's socket in `task_dir` (through /proc/self/fd, so that a long state
 /// directory path does not exceed sun_path).
-pub(crate) async fn connect(task_dir: &Path) -> std::io::Result<tokio::net::UnixStream> {
+pub async fn connect(task_dir: &Path) -> std::io::Result<tokio::net::UnixStream> {
     let dir = std::fs::File::open(task_dir)?;
     let path = format!("/proc/self/fd/{}/{SOCKET_FILE}", dir.as_raw_fd());
     let r = tokio::net::UnixStream::connect(&path).await;
