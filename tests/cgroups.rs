@@ -446,8 +446,20 @@ fn v2_placement_alone_shared_and_delegated() {
     let td = env.taskdef(
         "place",
         r#"{"family":"place","networkMode":"none","containerDefinitions":[
-        {"name":"p","image":"$REGISTRY/busybox:latest","memory":16,"command":["sh","-c","cat /proc/self/cgroup"]}]}"#,
+        {"name":"p","image":"$REGISTRY/busybox:latest","memory":16,"command":["sh","-c","cat /proc/self/cgroup; sleep 2"]}]}"#,
     );
+    // The container sees only its own cgroup namespace ("0::/"); where it really is, is
+    // seen from here while it runs: a process in <parent>/<task>/p beneath `dir`.
+    let placed_beneath = |dir: &std::path::Path| {
+        let parent = dir.join(&env.cgroup_parent);
+        wait_for(Duration::from_secs(60), || {
+            std::fs::read_dir(&parent).ok()?.flatten().find_map(|t| {
+                let procs = std::fs::read_to_string(t.path().join("p/cgroup.procs")).ok()?;
+                (!procs.trim().is_empty()).then_some(())
+            })
+        })
+        .is_some()
+    };
     let own = own_cgroup_dirs()[0].clone();
     let base = own.join(format!("skiff-it-deleg-{}", random_hex()));
     let runner = base.join("runner");
@@ -464,13 +476,14 @@ fn v2_placement_alone_shared_and_delegated() {
     // Delegated root: skiff runs in base/runner, its cgroups go to base/<parent>.
     let mut cmd = env.command(&["run", td.to_str().unwrap()]);
     cmd.env("SKIFF_CGROUP_ROOT", &rel);
-    let out = wait_output(spawn_in_cgroup(&mut cmd, &runner), Duration::from_secs(120));
+    let child = spawn_in_cgroup(&mut cmd, &runner);
+    assert!(placed_beneath(&base), "no container cgroup beneath {rel}");
+    let out = wait_output(child, Duration::from_secs(120));
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
-    let placed = format!("0::{rel}/{}/", env.cgroup_parent);
-    assert!(
-        common::stdout(&out).starts_with(&placed),
-        "{} vs {placed}",
-        common::stdout(&out)
+    assert_eq!(
+        common::stdout(&out),
+        "0::/\n",
+        "a cgroup namespace of its own"
     );
     assert!(!base.join(&env.cgroup_parent).exists());
 
@@ -491,16 +504,15 @@ fn v2_placement_alone_shared_and_delegated() {
     assert!(!runner.join(&env.cgroup_parent).exists());
 
     // Alone: skiff moves itself into a leaf and places the task beside it.
-    let out = wait_output(
-        spawn_in_cgroup(&mut env.command(&["run", td.to_str().unwrap()]), &alone),
-        Duration::from_secs(120),
+    let child = spawn_in_cgroup(&mut env.command(&["run", td.to_str().unwrap()]), &alone);
+    assert!(
+        placed_beneath(&alone),
+        "no container cgroup beneath {}",
+        alone.display()
     );
+    let out = wait_output(child, Duration::from_secs(120));
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
-    let rel_alone = format!(
-        "/{}",
-        alone.strip_prefix("/sys/fs/cgroup").unwrap().display()
-    );
-    assert!(common::stdout(&out).starts_with(&format!("0::{rel_alone}/{}/", env.cgroup_parent)));
+    assert_eq!(common::stdout(&out), "0::/\n");
     let leaf = alone.join(format!("{}-supervisor", env.cgroup_parent));
     assert!(leaf.exists());
 

@@ -426,6 +426,12 @@ fn ecs_agent_runtime_taskdefs_behave_as_named() {
             text = text.replace("capsh --print |", "capsh --print | grep -v IAB |");
             assert!(text.contains("grep -v IAB"));
         }
+        if name == "tmpfs" {
+            // Kernels built with CONFIG_TMPFS_INODE64 (Debian's) list `inode64` after the
+            // size; the fixture's grep, written for kernels that do not, ends at the size.
+            text = text.replace("size=102400k)", "size=102400k");
+            assert!(text.contains("size=102400k\\\""));
+        }
         if name == "devices" {
             match device {
                 Some(d) => text = text.replace("/dev/xvda", d),
