@@ -7,6 +7,7 @@
 
 pub mod caps;
 pub mod init;
+pub mod lifecycle;
 pub mod logfile;
 mod process;
 pub mod proto;

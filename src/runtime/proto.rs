@@ -114,6 +114,9 @@ pub struct ContainerState {
     /// Milliseconds since the epoch.
     pub started_at: Option<u64>,
     pub finished_at: Option<u64>,
+    /// Restarts under its `restartPolicy` so far.
+    #[serde(default)]
+    pub restart_count: u32,
 }
 
 /// The task as its shim knows it, written atomically after every change: a skiff process

@@ -19,6 +19,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+use super::lifecycle;
 use super::logfile::{LogStream, LogWriter};
 use super::process::{self, adopt_fd, Joins};
 use super::proto::{
@@ -30,6 +31,9 @@ use crate::cgroup::{Cgroup, OomWatch};
 /// Why the task stopped, in ECS's words.
 pub const REASON_ESSENTIAL_EXITED: &str = "Essential container in task exited";
 pub const REASON_USER: &str = "Task stopped by user";
+
+/// The exit code reported for a container that could not start (Docker's).
+const START_FAILURE: i32 = 125;
 
 struct Stream {
     fd: OwnedFd,
@@ -48,6 +52,10 @@ struct Container {
     log: Option<LogWriter>,
     state: ContainerState,
     kill_at: Option<Instant>,
+    /// Its (latest) start, for the restart policy's attempt period.
+    running_since: Option<Instant>,
+    /// It got its stop signal in this stop.
+    signaled: bool,
 }
 
 struct Client {
@@ -68,6 +76,8 @@ struct Shim {
     stop_reason: Option<String>,
     exit_code: Option<i32>,
     task_cgroup: Option<Cgroup>,
+    /// When the containers began waiting for their dependencies.
+    waiting_since: Instant,
 }
 
 /// Entry point of `skiff shim`; returns the process exit code.
@@ -151,6 +161,7 @@ fn run(config_path: &Path) -> Result<(), String> {
                     reason: None,
                     started_at: None,
                     finished_at: None,
+                    restart_count: 0,
                 },
                 spec,
                 pid: None,
@@ -159,6 +170,8 @@ fn run(config_path: &Path) -> Result<(), String> {
                 exited: false,
                 oom: None,
                 kill_at: None,
+                running_since: None,
+                signaled: false,
             })
             .collect(),
         clients: Vec::new(),
@@ -167,6 +180,7 @@ fn run(config_path: &Path) -> Result<(), String> {
         stop_reason: None,
         exit_code: None,
         task_cgroup: cfg.task_cgroup,
+        waiting_since: Instant::now(),
     };
     shim.save();
     {
@@ -181,12 +195,9 @@ fn run(config_path: &Path) -> Result<(), String> {
             shim.attach(sock);
         }
     }
-    for ci in 0..shim.containers.len() {
-        if shim.stopping {
-            break;
-        }
-        shim.start(ci);
-    }
+    shim.waiting_since = Instant::now();
+    shim.refuse_cycles();
+    shim.start_ready();
 
     let stdin_fd = std::io::stdin().as_fd().as_raw_fd();
     let mut forward_stdin = shim.containers.iter().any(|c| c.tty.is_some());
@@ -197,7 +208,8 @@ fn run(config_path: &Path) -> Result<(), String> {
     loop {
         let running = shim.containers.iter().any(|c| c.pid.is_some() && !c.exited);
         let streams_open = shim.containers.iter().any(|c| !c.streams.is_empty());
-        if !running && !streams_open {
+        let waiting = shim.waiting();
+        if !running && !streams_open && !waiting {
             break;
         }
 
@@ -246,6 +258,13 @@ fn run(config_path: &Path) -> Result<(), String> {
         if oom_pending {
             wait = Some(wait.map_or(Duration::from_millis(25), |w| {
                 w.min(Duration::from_millis(25))
+            }));
+        }
+        // Containers waiting for a dependency look again at least every 250 ms (a
+        // startTimeout may run out with nothing else happening).
+        if waiting {
+            wait = Some(wait.map_or(Duration::from_millis(250), |w| {
+                w.min(Duration::from_millis(250))
             }));
         }
         let timeout = match wait {
@@ -327,6 +346,11 @@ fn run(config_path: &Path) -> Result<(), String> {
             forward_stdin = false;
         }
 
+        if shim.stopping {
+            shim.signal_stoppable();
+        } else {
+            shim.start_ready();
+        }
         let now = Instant::now();
         for c in shim.containers.iter_mut() {
             if c.kill_at.is_some_and(|k| k <= now) {
@@ -482,21 +506,152 @@ impl Shim {
             self.stopping = true;
             self.stop_reason = Some(reason.to_string());
         }
-        let now = Instant::now();
-        for c in self.containers.iter_mut() {
-            let (Some(pid), false) = (c.pid, c.exited) else {
-                continue;
-            };
-            if force {
-                let _ = kill(pid, Signal::SIGKILL);
-            } else {
-                if let Ok(sig) = Signal::try_from(c.spec.stop_signal) {
-                    let _ = kill(pid, sig);
+        if force {
+            for c in self.containers.iter_mut() {
+                if let (Some(pid), false) = (c.pid, c.exited) {
+                    let _ = kill(pid, Signal::SIGKILL);
                 }
-                c.kill_at = Some(now + Duration::from_secs(c.spec.stop_timeout));
             }
+        } else {
+            self.signal_stoppable();
         }
         self.save();
+    }
+
+    /// In a stop, the stop signal (then SIGKILL after the stop timeout) goes to each running
+    /// container once no running container depends on it any more: ECS stops containers in
+    /// reverse dependency order.
+    fn signal_stoppable(&mut self) {
+        let now = Instant::now();
+        let running: Vec<bool> = self
+            .containers
+            .iter()
+            .map(|c| c.pid.is_some() && !c.exited)
+            .collect();
+        for ci in 0..self.containers.len() {
+            let c = &self.containers[ci];
+            let (Some(pid), false, false) = (c.pid, c.exited, c.signaled) else {
+                continue;
+            };
+            let name = &c.spec.name;
+            let dependents_running = self.containers.iter().enumerate().any(|(di, d)| {
+                running[di] && d.spec.depends_on.iter().any(|x| &x.container == name)
+            });
+            if dependents_running {
+                continue;
+            }
+            let c = &mut self.containers[ci];
+            if let Ok(sig) = Signal::try_from(c.spec.stop_signal) {
+                let _ = kill(pid, sig);
+            }
+            c.signaled = true;
+            c.kill_at = Some(now + Duration::from_secs(c.spec.stop_timeout));
+        }
+    }
+
+    /// Containers not started yet that still may be (the task is not stopping).
+    fn waiting(&self) -> bool {
+        !self.stopping && self.containers.iter().any(|c| c.pid.is_none() && !c.exited)
+    }
+
+    /// What the ordering rules need to know of the container named `name`.
+    fn observed(&self, name: &str) -> Option<lifecycle::Observed> {
+        let c = self.containers.iter().find(|c| c.spec.name == name)?;
+        let started = c.state.started_at.is_some();
+        Some(lifecycle::Observed {
+            started,
+            exited: c.exited && started,
+            failed: c.exited && !started,
+            exit_code: c.state.exit_code,
+            healthy: false,
+        })
+    }
+
+    /// Starts every waiting container whose dependencies hold (in definition order, again
+    /// until none more can start: one start may satisfy the next container's START), and
+    /// gives up on those that can never start.
+    fn start_ready(&mut self) {
+        loop {
+            if self.stopping {
+                return;
+            }
+            let waited = self.waiting_since.elapsed();
+            let mut acted = false;
+            for ci in 0..self.containers.len() {
+                let c = &self.containers[ci];
+                if c.pid.is_some() || c.exited {
+                    continue;
+                }
+                let verdict = lifecycle::readiness(
+                    &c.spec.depends_on,
+                    |n| self.observed(n),
+                    |n| {
+                        self.containers
+                            .iter()
+                            .find(|d| d.spec.name == n)
+                            .and_then(|d| d.spec.start_timeout)
+                    },
+                    waited,
+                );
+                match verdict {
+                    lifecycle::Readiness::Wait => continue,
+                    lifecycle::Readiness::Start => self.start(ci),
+                    lifecycle::Readiness::Never(why) => self.give_up(ci, why),
+                }
+                acted = true;
+                if self.stopping {
+                    return;
+                }
+            }
+            if !acted {
+                return;
+            }
+        }
+    }
+
+    /// A container that can never start counts as stopped, with the reason.
+    fn give_up(&mut self, ci: usize, why: String) {
+        let c = &mut self.containers[ci];
+        c.exited = true;
+        c.state.status = Status::Stopped;
+        c.state.exit_code = None;
+        c.state.reason = Some(format!("CannotStartContainerError: {why}"));
+        c.state.finished_at = Some(now_ms());
+        let essential = c.spec.essential;
+        let name = c.spec.name.clone();
+        self.emit(&Event::StartFailed {
+            container: name,
+            exit_code: START_FAILURE,
+            error: why,
+        });
+        self.stopped(essential, START_FAILURE);
+    }
+
+    /// Validation refuses dependency cycles; should one reach the shim, its containers are
+    /// given up on rather than waited for forever.
+    fn refuse_cycles(&mut self) {
+        let deps: Vec<(String, Vec<String>)> = self
+            .containers
+            .iter()
+            .map(|c| {
+                (
+                    c.spec.name.clone(),
+                    c.spec
+                        .depends_on
+                        .iter()
+                        .map(|d| d.container.clone())
+                        .collect(),
+                )
+            })
+            .collect();
+        if let Some(cycle) = lifecycle::find_cycle(&deps) {
+            let why = format!("dependsOn cycle: {}", cycle.join(" -> "));
+            for ci in 0..self.containers.len() {
+                if cycle.contains(&self.containers[ci].spec.name) && !self.containers[ci].exited {
+                    self.give_up(ci, why.clone());
+                }
+            }
+        }
     }
 
     /// The namespaces of earlier containers this one shares.
@@ -528,6 +683,8 @@ impl Shim {
                 set_nonblocking(sp.stdout.as_raw_fd());
                 let c = &mut self.containers[ci];
                 c.pid = Some(sp.pid);
+                c.running_since = Some(Instant::now());
+                c.signaled = false;
                 c.state.status = Status::Running;
                 c.state.pid = Some(sp.pid.as_raw());
                 c.state.started_at = Some(now_ms());
@@ -744,12 +901,29 @@ impl Shim {
             c.state.finished_at = Some(now_ms());
             let name = c.spec.name.clone();
             let essential = c.spec.essential;
+            let restart = lifecycle::should_restart(
+                c.spec.restart.as_ref(),
+                exit_code,
+                self.stopping,
+                c.running_since.unwrap_or_else(Instant::now),
+                Instant::now(),
+            );
             self.emit(&Event::Exited {
                 container: name,
                 exit_code,
                 signal,
                 oom_killed,
             });
+            if restart {
+                let c = &mut self.containers[ci];
+                c.state.restart_count += 1;
+                c.pid = None;
+                c.exited = false;
+                c.state.reason = None;
+                c.state.finished_at = None;
+                self.start(ci);
+                continue;
+            }
             self.stopped(essential, exit_code);
         }
     }

@@ -44,6 +44,15 @@ pub struct ContainerSpec {
     pub log_path: PathBuf,
     /// Holds the generated hosts, hostname and resolv.conf bound onto the container's /etc.
     pub etc_dir: PathBuf,
+    /// `dependsOn`: started only once these hold.
+    #[serde(default)]
+    pub depends_on: Vec<super::lifecycle::Dependency>,
+    /// `startTimeout` (s): how long containers that depend on this one wait for it.
+    #[serde(default)]
+    pub start_timeout: Option<u64>,
+    /// `restartPolicy` when enabled.
+    #[serde(default)]
+    pub restart: Option<super::lifecycle::RestartPolicy>,
 }
 
 impl ContainerSpec {

@@ -293,6 +293,9 @@ async fn run_inner(
                 .unwrap_or(opts.default_stop_timeout.as_secs()),
             log_path: cdir.join("container.log"),
             etc_dir: etc,
+            depends_on: Vec::new(),
+            start_timeout: None,
+            restart: None,
         });
     }
 
