@@ -25,14 +25,14 @@ export CARGO_PROFILE_DEV_DEBUG=0
 target=x86_64-unknown-linux-musl
 cargo build --locked --quiet --target "$target"
 mapfile -t bins < <(cargo test --locked --quiet --target "$target" --no-run --message-format=json \
-    --test run --test cgroups --test runtime 2>/dev/null \
+    --test run --test cgroups --test runtime --test tasks 2>/dev/null \
     | python3 -c '
 import json, sys
 for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
         print(m["executable"])')
-[[ ${#bins[@]} -eq 3 ]] || { echo "test-v2-vm: expected 3 test binaries, got: ${bins[*]}" >&2; exit 1; }
+[[ ${#bins[@]} -eq 4 ]] || { echo "test-v2-vm: expected 4 test binaries, got: ${bins[*]}" >&2; exit 1; }
 
 port=${SKIFF_VM_REGISTRY_PORT:-51672}
 work=$(mktemp -d)
