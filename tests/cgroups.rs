@@ -83,13 +83,15 @@ fn cpu_units_share_one_core_in_proportion() {
     };
     let a = spawn_pinned(&heavy);
     let b = spawn_pinned(&light);
-    // Find each task's cgroup through its container's name.
+    // Find each task's cgroup through its container's name, once its process runs there
+    // (the cgroup exists a while before that, longer on a slow machine).
     let find = |name: &str| {
-        wait_for(Duration::from_secs(30), || {
+        wait_for(Duration::from_secs(60), || {
             env.cgroup_parent_dirs().iter().find_map(|p| {
                 std::fs::read_dir(p).ok()?.flatten().find_map(|t| {
                     let c = t.path().join(name);
-                    c.join(cpu_file()).exists().then_some(c)
+                    let procs = std::fs::read_to_string(c.join("cgroup.procs")).ok()?;
+                    (c.join(cpu_file()).exists() && !procs.trim().is_empty()).then_some(c)
                 })
             })
         })
