@@ -5,6 +5,7 @@ mod images;
 mod info;
 mod logs;
 mod run;
+mod secret;
 mod stats;
 mod tasks;
 
@@ -84,6 +85,8 @@ enum Cmd {
     Inspect(tasks::InspectArgs),
     /// Remove stopped tasks and their files (-f: stop running ones first).
     Rm(tasks::RmArgs),
+    /// The local secret store that containers' `secrets[].valueFrom` resolve against.
+    Secret(secret::SecretArgs),
     /// Pull an image into the local store.
     Pull(images::PullArgs),
     /// List the images in the local store.
@@ -152,6 +155,7 @@ pub fn main() -> i32 {
             Cmd::Inspect(args) => {
                 tasks::inspect(args, &cli.state_dir, &placement, cli.task_cleanup_wait)
             }
+            Cmd::Secret(args) => secret::run(args, &cli.state_dir),
             Cmd::Rm(args) => {
                 tasks::rm(args, &cli.state_dir, &placement, cli.task_cleanup_wait).await
             }

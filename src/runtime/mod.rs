@@ -14,6 +14,7 @@ pub mod proto;
 mod rootfs;
 pub mod sealed;
 pub mod seccomp;
+pub mod secret;
 pub mod shim;
 pub mod spec;
 mod syscalls;

@@ -366,6 +366,22 @@ fn run(config_path: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// The spec with its secrets' values added to the environment (replacing variables of the
+/// same name), read from the store now. The copy lives only until the clone.
+fn with_secret_env(spec: &ContainerSpec) -> Result<ContainerSpec, String> {
+    let mut spec = spec.clone();
+    let mut env = spec.process().env().clone().unwrap_or_default();
+    for (name, r) in &spec.secrets {
+        let v = super::secret::value(r).map_err(|e| format!("secret {name}: {e}"))?;
+        env.retain(|e| e.split('=').next() != Some(name.as_str()));
+        env.push(format!("{name}={v}"));
+    }
+    let mut process = spec.process().clone();
+    process.set_env(Some(env));
+    spec.oci.set_process(Some(process));
+    Ok(spec)
+}
+
 fn set_nonblocking(raw: i32) {
     unsafe {
         let fl = libc::fcntl(raw, libc::F_GETFL);
@@ -678,7 +694,23 @@ impl Shim {
             Err(e) => eprintln!("skiff shim: container {name}: no live OOM events: {e}"),
         }
         let joins = self.joins(&self.containers[ci].spec);
-        match process::spawn(&self.containers[ci].spec, &joins) {
+        let with_secrets;
+        let spec = if self.containers[ci].spec.secrets.is_empty() {
+            &self.containers[ci].spec
+        } else {
+            match with_secret_env(&self.containers[ci].spec) {
+                Ok(s) => {
+                    with_secrets = s;
+                    &with_secrets
+                }
+                Err(e) => {
+                    let why = format!("ResourceInitializationError: {e}");
+                    self.start_failed(ci, START_FAILURE, why.clone(), why);
+                    return;
+                }
+            }
+        };
+        match process::spawn(spec, &joins) {
             Ok(sp) => {
                 set_nonblocking(sp.stdout.as_raw_fd());
                 let c = &mut self.containers[ci];
@@ -712,22 +744,28 @@ impl Shim {
                 });
             }
             Err(f) => {
-                // Never started: it counts as stopped, with the reason.
-                let c = &mut self.containers[ci];
-                c.exited = true;
-                c.state.status = Status::Stopped;
-                c.state.exit_code = Some(f.exit_code);
-                c.state.reason = Some(format!("CannotStartContainerError: {}", f.msg));
-                c.state.finished_at = Some(now_ms());
-                let essential = c.spec.essential;
-                self.emit(&Event::StartFailed {
-                    container: name,
-                    exit_code: f.exit_code,
-                    error: f.msg,
-                });
-                self.stopped(essential, f.exit_code);
+                let reason = format!("CannotStartContainerError: {}", f.msg);
+                self.start_failed(ci, f.exit_code, reason, f.msg);
             }
         }
+    }
+
+    /// Never started: it counts as stopped, with the reason.
+    fn start_failed(&mut self, ci: usize, exit_code: i32, reason: String, error: String) {
+        let c = &mut self.containers[ci];
+        c.exited = true;
+        c.state.status = Status::Stopped;
+        c.state.exit_code = Some(exit_code);
+        c.state.reason = Some(reason);
+        c.state.finished_at = Some(now_ms());
+        let essential = c.spec.essential;
+        let name = c.spec.name.clone();
+        self.emit(&Event::StartFailed {
+            container: name,
+            exit_code,
+            error,
+        });
+        self.stopped(essential, exit_code);
     }
 
     /// A container stopped: an essential one stops the task.

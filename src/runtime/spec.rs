@@ -53,6 +53,10 @@ pub struct ContainerSpec {
     /// `restartPolicy` when enabled.
     #[serde(default)]
     pub restart: Option<super::lifecycle::RestartPolicy>,
+    /// `secrets`: environment variables whose values the shim reads from the secret store
+    /// when it starts the container (never written to a state file).
+    #[serde(default)]
+    pub secrets: Vec<(String, super::secret::SecretRef)>,
 }
 
 impl ContainerSpec {

@@ -4,6 +4,7 @@
 mod limits;
 pub mod record;
 mod run;
+pub mod secrets;
 mod spec;
 pub mod store;
 

@@ -296,6 +296,7 @@ async fn run_inner(
             depends_on: Vec::new(),
             start_timeout: None,
             restart: None,
+            secrets: Vec::new(),
         });
     }
 
