@@ -4,6 +4,7 @@
 mod images;
 mod info;
 mod logs;
+mod net_debug;
 mod run;
 mod secret;
 mod stats;
@@ -101,6 +102,9 @@ enum Cmd {
     Stats(stats::StatsArgs),
     /// This host's capacity and cgroup setup.
     Info(info::InfoArgs),
+    /// Internal: drive the networking primitives step by step (tests, debugging).
+    #[command(hide = true)]
+    NetDebug(net_debug::NetDebugArgs),
     /// Internal: the per-task monitor.
     #[command(hide = true)]
     Shim {
@@ -134,6 +138,9 @@ pub fn main() -> i32 {
     if let Cmd::Info(args) = cli.cmd {
         return info::run(args, &placement);
     }
+    if let Cmd::NetDebug(args) = cli.cmd {
+        return net_debug::run(args, &cli.state_dir);
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -165,7 +172,7 @@ pub fn main() -> i32 {
             Cmd::Images(args) => images::images(args, &cli.state_dir),
             Cmd::Rmi(args) => images::rmi(args, &cli.state_dir).await,
             Cmd::Prune(args) => images::prune(args, &cli.state_dir).await,
-            Cmd::Shim { .. } | Cmd::Info(_) => unreachable!("handled above"),
+            Cmd::Shim { .. } | Cmd::Info(_) | Cmd::NetDebug(_) => unreachable!("handled above"),
         }
     });
     // The process exits next: no need to wait for idle worker threads to wind down.

@@ -1,0 +1,246 @@
+//! Bridge mode, composed from the pieces: the host side once (`ensure`), a container's
+//! network (`attach`), and removal of everything of a task (`detach_task`) or of every task
+//! that is gone (`reconcile`).
+//!
+//! Every piece is found again from what it is named or tagged with, never from memory of
+//! the process that made it: namespace files `STATE/netns/<task>-<container>`, host veths
+//! `sk<hash>` with the alias `<task>/<container>`, rule comments `skiff:<task>/<container>`,
+//! and leases by owner in `STATE/net/allocations.json`. So a crash at any point leaves
+//! nothing that reconcile cannot find.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::firewall::{self, Backend, Firewall, Mapping};
+use super::ipam::{Ipam, Subnet};
+use super::link::{self, BridgeSpec, Veth};
+use super::ports::{PortBinding, PortConfig, PortLease, PortRequest, Ports};
+use super::state::Store;
+use super::{netns, owner_task, NetError};
+
+pub const DEFAULT_BRIDGE: &str = "skiff0";
+
+/// The container end's name inside its namespace.
+pub const PEER_NAME: &str = "eth0";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bridge: String,
+    pub subnet: Subnet,
+    pub ports: PortConfig,
+    pub firewall: Backend,
+}
+
+/// A container's network, as the task engine reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attachment {
+    pub owner: String,
+    pub netns: PathBuf,
+    pub veth: String,
+    pub ip: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Ipv4Addr,
+    pub mac: String,
+    pub bindings: Vec<PortBinding>,
+}
+
+/// What a removal took away.
+#[derive(Debug, Default, Serialize)]
+pub struct Removed {
+    /// Owners of the port rules removed, one per rule.
+    pub rules: Vec<String>,
+    pub links: Vec<String>,
+    pub netns: Vec<PathBuf>,
+    /// Owners whose addresses were released.
+    pub addresses: Vec<String>,
+    pub ports: Vec<PortLease>,
+}
+
+pub struct BridgeNet {
+    cfg: Config,
+    netns_dir: PathBuf,
+    ipam: Ipam,
+    ports: Ports,
+    firewall: Firewall,
+}
+
+impl BridgeNet {
+    pub fn new(state_dir: &Path, cfg: Config) -> BridgeNet {
+        let store = Store::new(state_dir);
+        BridgeNet {
+            netns_dir: state_dir.join("netns"),
+            ipam: Ipam::new(store.clone(), cfg.subnet),
+            ports: Ports::new(store, cfg.ports.clone()),
+            firewall: Firewall::new(cfg.firewall, state_dir),
+            cfg,
+        }
+    }
+
+    pub fn ipam(&self) -> &Ipam {
+        &self.ipam
+    }
+
+    pub fn ports(&self) -> &Ports {
+        &self.ports
+    }
+
+    pub fn firewall(&self) -> &Firewall {
+        &self.firewall
+    }
+
+    /// The host side, idempotent: the bridge with the gateway address, ip_forward, and the
+    /// firewall's base rules.
+    pub fn ensure(&self) -> Result<(), NetError> {
+        link::ensure_bridge(&BridgeSpec {
+            name: self.cfg.bridge.clone(),
+            subnet: self.cfg.subnet,
+        })?;
+        link::enable_ip_forward()?;
+        self.firewall.ensure(&firewall::Spec {
+            bridge: self.cfg.bridge.clone(),
+            subnet: self.cfg.subnet,
+        })
+    }
+
+    /// A container's network: its namespace file, an address, the veth pair, host ports and
+    /// their forwarding rules. On failure, what was made is removed again.
+    pub fn attach(
+        &self,
+        task: &str,
+        container: &str,
+        ports: &[PortRequest],
+    ) -> Result<Attachment, NetError> {
+        let owner = format!("{task}/{container}");
+        let made = self.attach_inner(task, container, &owner, ports);
+        if made.is_err() {
+            self.undo(task, container, &owner);
+        }
+        made
+    }
+
+    fn attach_inner(
+        &self,
+        task: &str,
+        container: &str,
+        owner: &str,
+        ports: &[PortRequest],
+    ) -> Result<Attachment, NetError> {
+        // The lease comes first: reconcile recognises a veth whose alias is not set yet by the
+        // lease of its owner.
+        let ip = self.ipam.allocate(owner)?;
+        let ns_path = self.netns_dir.join(netns::file_name(task, Some(container)));
+        netns::create(&ns_path)?;
+        let ns = netns::open(&ns_path)?;
+        let veth = link::veth_name(task, container);
+        let subnet = self.cfg.subnet;
+        let mac = link::create_veth(&Veth {
+            host_name: &veth,
+            owner,
+            bridge: &self.cfg.bridge,
+            netns: std::os::fd::AsFd::as_fd(&ns),
+            peer_name: PEER_NAME,
+            address: ip,
+            prefix: subnet.prefix(),
+            gateway: subnet.gateway(),
+        })?;
+        let bindings = self.ports.allocate(owner, ports)?;
+        let maps: Vec<Mapping> = bindings
+            .iter()
+            .map(|b| Mapping {
+                proto: b.proto,
+                host_port: b.host_port,
+                addr: ip,
+                container_port: b.container_port,
+            })
+            .collect();
+        self.firewall.add(owner, &maps)?;
+        Ok(Attachment {
+            owner: owner.to_string(),
+            netns: ns_path,
+            veth,
+            ip,
+            prefix: subnet.prefix(),
+            gateway: subnet.gateway(),
+            mac: link::format_mac(&mac),
+            bindings,
+        })
+    }
+
+    /// Best effort: what a failed attach made.
+    fn undo(&self, task: &str, container: &str, owner: &str) {
+        let results = [
+            self.firewall.remove_owner(owner).map(drop),
+            link::delete_link(&link::veth_name(task, container)).map(drop),
+            netns::remove(&self.netns_dir.join(netns::file_name(task, Some(container)))),
+            self.ports.release(owner).map(drop),
+            self.ipam.release(owner).map(drop),
+        ];
+        for e in results.into_iter().filter_map(Result::err) {
+            tracing::warn!(owner, error = %e, "undoing a failed network attach");
+        }
+    }
+
+    /// Everything of one task. Missing pieces are fine.
+    pub fn detach_task(&self, task: &str) -> Result<Removed, NetError> {
+        let keep = |t: &str| t != task;
+        Ok(Removed {
+            rules: self.firewall.remove_task(task)?,
+            links: self.remove_links(&keep)?,
+            netns: netns::reconcile(&self.netns_dir, keep)?,
+            ports: self.ports.release_task(task)?,
+            addresses: self.ipam.release_task(task)?,
+        })
+    }
+
+    /// Everything of the tasks that `keep` rejects: port rules, veths, namespace files,
+    /// address and port leases. `keep` must accept tasks being started, or their pieces go
+    /// too.
+    pub fn reconcile(&self, keep: impl Fn(&str) -> bool) -> Result<Removed, NetError> {
+        Ok(Removed {
+            rules: self.firewall.reconcile(&keep)?,
+            links: self.remove_links(&keep)?,
+            netns: netns::reconcile(&self.netns_dir, &keep)?,
+            ports: self.ports.reconcile(&keep)?,
+            addresses: self.ipam.reconcile(&keep)?,
+        })
+    }
+
+    /// Deletes the host veths of tasks `keep` rejects: found by alias, or, for one whose alias
+    /// was never set (a crash in between), by the address lease its name hashes; so address
+    /// leases must be released after this.
+    fn remove_links(&self, keep: &impl Fn(&str) -> bool) -> Result<Vec<String>, NetError> {
+        let by_name: HashMap<String, String> = self
+            .ipam
+            .owners()?
+            .into_iter()
+            .filter_map(|(owner, _)| {
+                let (t, c) = owner.split_once('/')?;
+                Some((link::veth_name(t, c), owner.clone()))
+            })
+            .collect();
+        let mut removed = Vec::new();
+        for l in link::list_links(link::VETH_PREFIX)? {
+            let owner = l
+                .alias
+                .as_deref()
+                .or(by_name.get(&l.name).map(String::as_str));
+            let gone = owner.map_or(true, |o| !keep(owner_task(o)));
+            if gone && link::is_veth_name(&l.name) && link::delete_link(&l.name)? {
+                removed.push(l.name);
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Everything skiff made, the bridge and the firewall table included (for tests, and for
+    /// an operator removing skiff).
+    pub fn teardown_all(&self) -> Result<Removed, NetError> {
+        let removed = self.reconcile(|_| false)?;
+        self.firewall.teardown_all()?;
+        link::delete_link(&self.cfg.bridge)?;
+        Ok(removed)
+    }
+}
