@@ -605,3 +605,201 @@ fn removal_and_reconcile_leave_nothing_nft() {
 fn removal_and_reconcile_leave_nothing_iptables() {
     removal_leaves_nothing("iptables");
 }
+
+// ---- network modes of whole tasks (skiff run) ----
+
+impl Host {
+    /// `skiff ARGS` as a user runs it, in the host namespace, with this host's state
+    /// directory and a cgroup parent of its own.
+    fn task_command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net={}", self.ns.display()))
+            .arg(env!("CARGO_BIN_EXE_skiff"))
+            .arg("--state-dir")
+            .arg(&self.state)
+            .args(args)
+            .env(
+                "SKIFF_CGROUP_PARENT",
+                format!(
+                    "skiff-net-{}",
+                    self.dir.file_name().unwrap().to_string_lossy()
+                ),
+            )
+            .env("SKIFF_FIREWALL", self.firewall)
+            .env("ECS_IMAGE_PULL_BEHAVIOR", "prefer-cached")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// The test image in this host's store, pulled in the real namespace (where the test
+    /// registry is), so that tasks in the throwaway one find it cached.
+    fn pull_busybox(&self) {
+        let out = run(Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .arg("--state-dir")
+            .arg(&self.state)
+            .args(["pull", "-q", &common::busybox()]));
+        assert!(out.status.success(), "pull: {}", stderr(&out));
+    }
+
+    fn taskdef(&self, name: &str, json: &str) -> PathBuf {
+        let p = self.dir.join(format!("{name}.json"));
+        std::fs::write(&p, json.replace("$IMAGE", &common::busybox())).unwrap();
+        p
+    }
+
+    fn inspect(&self, task: &str) -> Value {
+        let out = run(&mut self.task_command(&["inspect", "--json", task]));
+        assert!(out.status.success(), "inspect: {}", stderr(&out));
+        serde_json::from_str(&stdout(&out)).unwrap()
+    }
+
+    /// What skiff still holds for tasks in this host: per-task links, namespace files,
+    /// addresses, port leases and rules (the bridge and the base rules are the host's, and
+    /// stay), and task directories.
+    fn task_leftovers(&self) -> Vec<String> {
+        let mut left = Vec::new();
+        let status = self.skiff(&["status"]);
+        for key in ["addresses", "ports", "links", "rules", "netns"] {
+            if status[key].as_array().is_some_and(|a| !a.is_empty()) {
+                left.push(format!("{key}: {}", status[key]));
+            }
+        }
+        if let Ok(rd) = std::fs::read_dir(self.state.join("tasks")) {
+            left.extend(rd.map(|e| format!("task {:?}", e.unwrap().file_name())));
+        }
+        left
+    }
+}
+
+#[test]
+fn a_bridge_task_gets_an_address_a_route_and_answers_from_the_host() {
+    let host = Host::new("nft");
+    host.pull_busybox();
+    let td = host.taskdef(
+        "br",
+        r#"{"family":"br","networkMode":"bridge","containerDefinitions":[
+            {"name":"web","image":"$IMAGE","memory":64,"stopTimeout":1,
+             "command":["sh","-c","grep -q \"$(ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1)\tweb\" /etc/hosts && ping -c1 -W5 172.31.252.1 >/dev/null && while true; do echo hello-bridge | nc -l -p 80; done"]}]}"#,
+    );
+    let out = run(&mut host.task_command(&["run", "-d", td.to_str().unwrap()]));
+    assert!(out.status.success(), "run -d: {}", stderr(&out));
+    let id = stdout(&out).trim().to_string();
+    let j = host.inspect(&id);
+    let net = &j["containers"][0]["networks"][0];
+    assert_eq!(net["networkMode"], "bridge", "{j}");
+    assert_eq!(net["gateway"], GATEWAY);
+    let ip = net["ipv4Addresses"][0].as_str().unwrap().to_string();
+    assert!(ip.starts_with("172.31.25"), "{ip}");
+    let mac = net["macAddress"].as_str().unwrap();
+    assert!(mac.starts_with("02:42:ac:1f:"), "{mac}");
+    // The host reaches the container at its address (once its listener is up).
+    let got = (0..100).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        tcp_get(&host.ns, &format!("{ip}:80")).ok()
+    });
+    assert_eq!(
+        got.as_deref(),
+        Some("hello-bridge\n"),
+        "{}",
+        host.inspect(&id)
+    );
+    let out = run(&mut host.task_command(&["rm", "-f", &id]));
+    assert!(out.status.success(), "rm: {}", stderr(&out));
+    assert_eq!(host.task_leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn awsvpc_containers_share_one_namespace_and_address() {
+    let host = Host::new("nft");
+    host.pull_busybox();
+    let td = host.taskdef(
+        "aws",
+        r#"{"family":"aws","networkMode":"awsvpc","containerDefinitions":[
+            {"name":"srv","image":"$IMAGE","memory":64,"essential":false,
+             "command":["sh","-c","echo over-localhost | nc -l -p 8080"]},
+            {"name":"cli","image":"$IMAGE","memory":64,
+             "command":["sh","-c","for i in $(seq 50); do nc 127.0.0.1 8080 2>/dev/null && break; sleep 0.1; done; sleep 2"]}]}"#,
+    );
+    let child = host
+        .task_command(&["run", td.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Both containers have the one address of the task while it runs.
+    let ips = (0..100).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        let out = run(&mut host.task_command(&["ps", "--json"]));
+        let all: Value = serde_json::from_str(&stdout(&out)).ok()?;
+        let t = all.as_array()?.first()?.clone();
+        let ips: Vec<String> = t["containers"]
+            .as_array()?
+            .iter()
+            .filter_map(|c| {
+                c["networks"][0]["ipv4Addresses"][0]
+                    .as_str()
+                    .map(String::from)
+            })
+            .collect();
+        (ips.len() == 2).then_some(ips)
+    });
+    let out = common::wait_output(child, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("cli | over-localhost"),
+        "{}",
+        stdout(&out)
+    );
+    let ips = ips.expect("the task's containers and their address");
+    assert_eq!(ips[0], ips[1]);
+    assert_eq!(host.task_leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn a_host_mode_task_uses_the_hosts_network() {
+    let host = Host::new("nft");
+    host.pull_busybox();
+    let td = host.taskdef(
+        "hostmode",
+        r#"{"family":"hostmode","networkMode":"host","containerDefinitions":[
+            {"name":"h","image":"$IMAGE","memory":64,"command":["sh","-c","ip -4 -o addr show uplink0"]}]}"#,
+    );
+    let out = run(&mut host.task_command(&["run", td.to_str().unwrap()]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains(HOST_IP), "{}", stdout(&out));
+    assert_eq!(host.task_leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn bridge_starts_killed_at_any_point_leave_nothing_after_the_next_command() {
+    let host = Host::new("nft");
+    host.pull_busybox();
+    let td = host.taskdef(
+        "cut",
+        r#"{"family":"cut","networkMode":"bridge","containerDefinitions":[
+            {"name":"c","image":"$IMAGE","memory":64,"stopTimeout":1,"command":["sleep","300"]}]}"#,
+    );
+    for delay_ms in [0u64, 5, 10, 20, 30, 40, 60, 80, 120, 200] {
+        let mut child = host
+            .task_command(&["run", "-d", td.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let out = run(&mut host.task_command(&["ps", "-a", "--json"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let all: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    for t in all.as_array().unwrap() {
+        let id = t["taskId"].as_str().unwrap();
+        let out = run(&mut host.task_command(&["rm", "-f", id]));
+        assert!(out.status.success(), "rm {id}: {}", stderr(&out));
+    }
+    // A start cut off between its lease and its veth leaves pieces no task directory
+    // names: the next start's reconcile takes them.
+    let left = host.task_leftovers();
+    assert_eq!(left, Vec::<String>::new());
+}

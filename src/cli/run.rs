@@ -9,6 +9,7 @@ use super::images::PullOpts;
 use super::EXIT_RUNNER_ERROR;
 use crate::cgroup::Placement;
 use crate::image::PullBehavior;
+use crate::task::net::NetSettings;
 use crate::task::{run_foreground, Attach, LimitSettings, RunOptions};
 
 /// A task may hold this many processes unless told otherwise: enough for real services, few
@@ -48,6 +49,22 @@ pub struct RunArgs {
     /// A name for the task, unique on this host, usable wherever a task id is.
     #[arg(long)]
     name: Option<String>,
+    /// The host bridge of bridge and awsvpc tasks.
+    #[arg(long, env = "SKIFF_BRIDGE", default_value = crate::net::bridge::DEFAULT_BRIDGE)]
+    bridge: String,
+    /// Its subnet (the gateway is its first address).
+    #[arg(long, env = "SKIFF_BRIDGE_SUBNET", default_value = crate::net::ipam::DEFAULT_SUBNET)]
+    bridge_subnet: String,
+    /// Host ports for dynamic port mappings, `a-b` (default: the kernel's
+    /// ip_local_port_range).
+    #[arg(long, env = "ECS_DYNAMIC_HOST_PORT_RANGE")]
+    dynamic_host_port_range: Option<String>,
+    /// Host ports never mapped, besides 22, 2375, 2376, 51678 and 51679 (comma-separated).
+    #[arg(long, env = "ECS_RESERVED_PORTS", value_delimiter = ',')]
+    reserved_ports: Vec<u16>,
+    /// Firewall backend for NAT and port rules: nft or iptables (default: nft when installed).
+    #[arg(long, env = "SKIFF_FIREWALL")]
+    firewall: Option<String>,
     #[command(flatten)]
     pull: PullOpts,
 }
@@ -121,6 +138,13 @@ pub async fn run(
         detach: args.detach,
         name: args.name,
         keep_stopped,
+        net: NetSettings {
+            bridge: args.bridge,
+            subnet: args.bridge_subnet,
+            port_range: args.dynamic_host_port_range,
+            reserved_ports: args.reserved_ports,
+            firewall: args.firewall,
+        },
     };
     match run_foreground(td, opts).await {
         Ok(code) => {

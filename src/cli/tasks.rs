@@ -84,6 +84,15 @@ fn ago(ms: u64) -> String {
     }
 }
 
+fn subnet_base(ip: std::net::Ipv4Addr, prefix: u8) -> std::net::Ipv4Addr {
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix)
+    };
+    std::net::Ipv4Addr::from(u32::from(ip) & mask)
+}
+
 /// The task as `inspect --json` and `ps --json` show it.
 fn task_json(v: &TaskView) -> Value {
     let st = v.state.as_ref();
@@ -112,7 +121,24 @@ fn task_json(v: &TaskView) -> Value {
                 "oomKilled": cs.is_some_and(|x| x.oom_killed),
                 "pid": if cstatus == Status::Running { cs.and_then(|x| x.pid) } else { None },
                 "health": Value::Null,
-                "networkBindings": [],
+                "networkBindings": c.network.as_ref().map(|n| {
+                    n.bindings
+                        .iter()
+                        .map(|b| json!({
+                            "bindIP": "0.0.0.0",
+                            "containerPort": b.container_port,
+                            "hostPort": b.host_port,
+                            "protocol": b.proto,
+                        }))
+                        .collect::<Vec<_>>()
+                }).unwrap_or_default(),
+                "networks": c.network.as_ref().map(|n| vec![json!({
+                    "networkMode": n.mode,
+                    "ipv4Addresses": [n.ip.to_string()],
+                    "macAddress": n.mac,
+                    "ipv4SubnetCidrBlock": format!("{}/{}", subnet_base(n.ip, n.prefix), n.prefix),
+                    "gateway": n.gateway.to_string(),
+                })]).unwrap_or_default(),
                 "startedAt": time_str(cs.and_then(|x| x.started_at)),
                 "stoppedAt": time_str(cs.and_then(|x| x.finished_at)),
             })
@@ -252,6 +278,16 @@ pub fn inspect(args: InspectArgs, state_dir: &Path, placement: &Placement, keep:
             out.push_str(&format!("  {label:<14}{}\n", f(key)));
         }
         let bindings = c["networkBindings"].as_array().map(Vec::len).unwrap_or(0);
+        if let Some(n) = c["networks"].as_array().and_then(|a| a.first()) {
+            out.push_str(&format!(
+                "  {:<14}{} {} mac {} gateway {}\n",
+                "Network",
+                n["networkMode"].as_str().unwrap_or(""),
+                n["ipv4Addresses"][0].as_str().unwrap_or(""),
+                n["macAddress"].as_str().unwrap_or(""),
+                n["gateway"].as_str().unwrap_or(""),
+            ));
+        }
         out.push_str(&format!(
             "  {:<14}{}\n",
             "Ports",

@@ -12,6 +12,7 @@ pub mod ipam;
 pub mod link;
 pub mod netns;
 pub mod ports;
+pub mod settings;
 mod state;
 
 use std::fmt::Display;

@@ -92,6 +92,11 @@ pub fn spawn(spec: &ContainerSpec, joins: &Joins) -> Result<Spawned, StartFailur
         None
     };
     let ipc_fd = joins.ipc.as_deref().map(open_ns).transpose()?;
+    // A network namespace prepared for the container (bridge, awsvpc), held by a file.
+    let net_fd = spec
+        .namespace_path(Ns::Network)
+        .map(|p| open_ns(&p))
+        .transpose()?;
 
     let mut flags = libc::SIGCHLD;
     for (t, f) in [
@@ -156,6 +161,7 @@ pub fn spawn(spec: &ContainerSpec, joins: &Joins) -> Result<Spawned, StartFailur
             err_w,
             sync_w.as_raw_fd(),
             ipc_fd,
+            net_fd,
             tty_child,
             born_in_cgroup,
         ) {
@@ -254,12 +260,14 @@ fn clone_into(flags: libc::c_int, cgroup_dir: &OwnedFd) -> std::io::Result<libc:
     Ok(pid)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn child(
     spec: &ContainerSpec,
     out_w: OwnedFd,
     err_w: OwnedFd,
     sync_fd: RawFd,
     ipc_fd: Option<OwnedFd>,
+    net_fd: Option<OwnedFd>,
     tty_sock: Option<OwnedFd>,
     born_in_cgroup: bool,
 ) -> Result<Never, StartFailure> {
@@ -303,6 +311,11 @@ fn child(
     if let Some(fd) = ipc_fd {
         nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWIPC)
             .map_err(|e| fail(format!("join the task's IPC namespace: {e}")))?;
+    }
+    // Before the root: net.* sysctls are written through /proc/sys of this namespace.
+    if let Some(fd) = net_fd {
+        nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| fail(format!("join the container's network namespace: {e}")))?;
     }
 
     super::rootfs::setup(spec, &spec.etc_dir).map_err(fail)?;

@@ -980,6 +980,8 @@ impl Shim {
         if let Some(cg) = &self.task_cgroup {
             cg.remove();
         }
+        // The task's network (bridge, awsvpc), before anyone hears that the task stopped.
+        crate::net::settings::release(&self.task_dir, &self.task_id);
         self.save();
         let ev = Event::TaskStopped {
             exit_code: self.exit_code,

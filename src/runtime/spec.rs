@@ -80,6 +80,15 @@ impl ContainerSpec {
     }
 
     /// Whether the spec asks for a new namespace of this type.
+    /// The file of an existing namespace of type `typ` the container joins.
+    pub fn namespace_path(&self, typ: oci_spec::runtime::LinuxNamespaceType) -> Option<PathBuf> {
+        self.linux()
+            .and_then(|l| l.namespaces().as_ref())?
+            .iter()
+            .find(|n| n.typ() == typ)
+            .and_then(|n| n.path().clone())
+    }
+
     pub fn new_namespace(&self, typ: oci_spec::runtime::LinuxNamespaceType) -> bool {
         self.linux()
             .and_then(|l| l.namespaces().as_ref())

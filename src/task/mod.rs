@@ -2,6 +2,7 @@
 //! nothing. So far the foreground run of `skiff run`.
 
 mod limits;
+pub mod net;
 pub mod record;
 mod run;
 pub mod secrets;
@@ -32,6 +33,8 @@ pub enum TaskError {
     },
     #[error("shim: {0}")]
     Shim(String),
+    #[error("ResourceInitializationError: network: {0}")]
+    Network(String),
     #[error("interrupted before the task started")]
     Interrupted,
 }

@@ -28,6 +28,9 @@ pub struct ContainerRecord {
     #[serde(default)]
     pub image_digest: String,
     pub cgroup: Cgroup,
+    /// Its address and port bindings (bridge and awsvpc modes).
+    #[serde(default)]
+    pub network: Option<super::net::NetRecord>,
 }
 
 pub const RECORD_FILE: &str = "task.json";

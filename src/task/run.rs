@@ -25,7 +25,7 @@ use crate::runtime::logfile::{DEFAULT_MAX_FILES, DEFAULT_MAX_SIZE};
 use crate::runtime::proto::{Command, Event, ShimConfig, Status, TaskState, READY_FD, SOCKET_FILE};
 use crate::runtime::sealed::sealed_self;
 use crate::runtime::spec::{merge_process, parse_signal, ContainerSpec};
-use crate::taskdef::{IpcMode, NetworkMode, PidMode, TaskDefinition};
+use crate::taskdef::{IpcMode, PidMode, TaskDefinition};
 
 pub struct RunOptions {
     pub state_dir: PathBuf,
@@ -43,6 +43,8 @@ pub struct RunOptions {
     pub name: Option<String>,
     /// How long stopped tasks stay listed before their files are removed.
     pub keep_stopped: Duration,
+    /// The bridge network (bridge and awsvpc modes).
+    pub net: super::net::NetSettings,
 }
 
 /// What of the caller's terminal a foreground run hands to the task.
@@ -62,6 +64,8 @@ fn new_task_id() -> String {
 
 /// What the task created, so that every path out removes exactly that.
 struct Created {
+    /// (task directory, task id) of a task whose network may hold something.
+    net: Option<(PathBuf, String)>,
     task_dir: Option<PathBuf>,
     hierarchy: Option<Hierarchy>,
     task_cgroup: Option<Cgroup>,
@@ -70,6 +74,9 @@ struct Created {
 
 impl Created {
     fn cleanup(&mut self) {
+        if let Some((dir, id)) = self.net.take() {
+            super::net::release(&dir, &id);
+        }
         for cg in self.container_cgroups.drain(..) {
             cg.remove();
         }
@@ -89,13 +96,8 @@ impl Created {
 
 /// Runs a task in the foreground and returns the exit code `skiff run` exits with.
 pub async fn run_foreground(td: TaskDefinition, opts: RunOptions) -> Result<i32, TaskError> {
-    if td.network_mode != NetworkMode::None {
-        return Err(TaskError::Unsupported(format!(
-            "networkMode: {} is not supported yet (only none)",
-            td.network_mode.as_str()
-        )));
-    }
     let mut created = Created {
+        net: None,
         task_dir: None,
         hierarchy: None,
         task_cgroup: None,
@@ -214,11 +216,27 @@ async fn run_inner(
     created.task_cgroup = Some(task_cg.clone());
     task_cg.enable_subtree()?;
 
+    // The network (bridge, awsvpc): namespaces, addresses, veths and port rules, before the
+    // specs that name them.
+    created.net = Some((task_dir.clone(), task_id.clone()));
+    let task_net = tokio::task::block_in_place(|| {
+        super::net::setup(td, &task_id, &task_dir, &opts.state_dir, &opts.net)
+    })
+    .map_err(|e| TaskError::Network(e.to_string()))?;
+
     let host = HostFacts::gather();
     let mut specs: Vec<ContainerSpec> = Vec::new();
     for (i, c) in td.containers.iter().enumerate() {
         let image = image_of(c);
-        let hostname = c.hostname.clone().unwrap_or_else(|| c.name.clone());
+        // Host mode: the host's name, as Docker gives a container on the host's network.
+        let hostname = match (&c.hostname, td.network_mode) {
+            (Some(h), _) => h.clone(),
+            (None, crate::taskdef::NetworkMode::Host) => nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| c.name.clone()),
+            (None, _) => c.name.clone(),
+        };
         let create_err = |msg: String| TaskError::Create {
             container: c.name.clone(),
             msg,
@@ -232,7 +250,8 @@ async fn run_inner(
             &image.config,
         )
         .map_err(|e| create_err(e.to_string()))?;
-        let built = spec::build(td, i, process, &hostname, &host).map_err(create_err)?;
+        let built = spec::build(td, i, process, &hostname, &host, &task_net.views[i])
+            .map_err(create_err)?;
 
         let cg = task_cg.child(&c.name);
         cg.create(&container_limits(c, &opts.limits))?;
@@ -313,11 +332,13 @@ async fn run_inner(
             .containers
             .iter()
             .zip(&specs)
-            .map(|(c, s)| ContainerRecord {
+            .enumerate()
+            .map(|(i, (c, s))| ContainerRecord {
                 name: c.name.clone(),
                 image: c.image.clone(),
                 image_digest: image_of(c).manifest_digest.to_string(),
                 cgroup: s.cgroup.clone(),
+                network: task_net.records[i].clone(),
             })
             .collect(),
     };

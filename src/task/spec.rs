@@ -28,6 +28,18 @@ pub struct Built {
     pub etc_files: Vec<(&'static str, String)>,
 }
 
+/// What the task's network mode gives one container.
+#[derive(Debug, Clone, Default)]
+pub struct NetView {
+    /// The network namespace prepared for it (bridge: its own; awsvpc: the task's), joined
+    /// instead of a new one.
+    pub netns: Option<std::path::PathBuf>,
+    /// Its address: its hostname resolves to it in /etc/hosts.
+    pub ip: Option<std::net::Ipv4Addr>,
+    /// More /etc/hosts lines (`links`): an address and its names.
+    pub hosts: Vec<(std::net::Ipv4Addr, Vec<String>)>,
+}
+
 /// Host facts the builder needs, gathered once per task.
 pub struct HostFacts {
     /// This process's hard rlimits by ECS ulimit name; containers cannot go above them unless
@@ -81,6 +93,7 @@ pub fn build(
     process: Process,
     hostname: &str,
     host: &HostFacts,
+    net: &NetView,
 ) -> Result<Built, String> {
     let c = &td.containers[i];
     let path = format!("containerDefinitions[{i}]");
@@ -152,8 +165,11 @@ pub fn build(
         LinuxNamespaceType::Uts,
         LinuxNamespaceType::Cgroup,
     ];
-    if td.network_mode != NetworkMode::Host {
-        ns.push(LinuxNamespaceType::Network);
+    let mut joined = Vec::new();
+    match (&net.netns, td.network_mode) {
+        (Some(p), _) => joined.push((LinuxNamespaceType::Network, p.clone())),
+        (None, NetworkMode::Host) => {}
+        (None, _) => ns.push(LinuxNamespaceType::Network),
     }
     if td.pid_mode.is_none() || (td.pid_mode == Some(crate::taskdef::PidMode::Task) && i == 0) {
         ns.push(LinuxNamespaceType::Pid);
@@ -164,6 +180,11 @@ pub fn build(
     let namespaces = ns
         .into_iter()
         .map(|typ| LinuxNamespaceBuilder::default().typ(typ).build())
+        .chain(
+            joined
+                .into_iter()
+                .map(|(typ, p)| LinuxNamespaceBuilder::default().typ(typ).path(p).build()),
+        )
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
 
@@ -272,7 +293,13 @@ pub fn build(
     Ok(Built {
         oci,
         device_rules,
-        etc_files: etc_files(c, hostname, &host.resolv_conf),
+        etc_files: etc_files(
+            c,
+            hostname,
+            &host.resolv_conf,
+            net,
+            td.network_mode == NetworkMode::Host,
+        ),
     })
 }
 
@@ -362,10 +389,18 @@ fn etc_files(
     c: &ContainerDefinition,
     hostname: &str,
     host_resolv: &str,
+    net: &NetView,
+    host_network: bool,
 ) -> Vec<(&'static str, String)> {
     let mut hosts = String::from(
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
     );
+    if let Some(ip) = net.ip {
+        hosts.push_str(&format!("{ip}\t{hostname}\n"));
+    }
+    for (ip, names) in &net.hosts {
+        hosts.push_str(&format!("{ip}\t{}\n", names.join(" ")));
+    }
     for (h, ip) in &c.extra_hosts {
         hosts.push_str(&format!("{ip}\t{h}\n"));
     }
@@ -380,9 +415,10 @@ fn etc_files(
         match f.next() {
             Some("nameserver") => {
                 if let Some(ip) = f.next() {
-                    let loopback = ip
-                        .parse::<std::net::IpAddr>()
-                        .is_ok_and(|a| a.is_loopback());
+                    let loopback = !host_network
+                        && ip
+                            .parse::<std::net::IpAddr>()
+                            .is_ok_and(|a| a.is_loopback());
                     if !loopback {
                         servers.push(ip.to_string());
                     }

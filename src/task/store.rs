@@ -283,6 +283,7 @@ pub fn reconcile(view: TaskView, hierarchy: Option<&Hierarchy>) -> Option<TaskVi
             }
             kill_and_remove(&rec.cgroup);
         }
+        crate::net::settings::release(&view.dir, &view.id);
         let _ = std::fs::remove_file(view.dir.join(SOCKET_FILE));
         if let Err(e) = st.write(&view.dir) {
             tracing::warn!(task = %view.id, error = %e, "cannot record the vanished shim");
@@ -305,6 +306,7 @@ pub fn reconcile(view: TaskView, hierarchy: Option<&Hierarchy>) -> Option<TaskVi
                 }
             }
         }
+        crate::net::settings::release(&view.dir, &view.id);
         remove_dir(&view.dir);
         return None;
     }
@@ -313,6 +315,7 @@ pub fn reconcile(view: TaskView, hierarchy: Option<&Hierarchy>) -> Option<TaskVi
 
 /// Removes a stopped task's directory (the caller checked that nothing runs).
 pub fn remove(view: &TaskView) -> std::io::Result<()> {
+    crate::net::settings::release(&view.dir, &view.id);
     if let Some(rec) = &view.record {
         for c in &rec.containers {
             c.cgroup.remove();
