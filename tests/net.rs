@@ -803,3 +803,51 @@ fn bridge_starts_killed_at_any_point_leave_nothing_after_the_next_command() {
     let left = host.task_leftovers();
     assert_eq!(left, Vec::<String>::new());
 }
+
+#[test]
+fn a_hundred_bridge_tasks_started_and_stopped_concurrently_leave_nothing() {
+    let host = Host::new("nft");
+    host.pull_busybox();
+    let td = host.taskdef(
+        "many",
+        r#"{"family":"many","networkMode":"bridge","containerDefinitions":[
+            {"name":"c","image":"$IMAGE","memory":16,"stopTimeout":1,"command":["sleep","300"]}]}"#,
+    );
+    let ids: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..100)
+            .map(|_| {
+                let host = &host;
+                let td = &td;
+                s.spawn(move || {
+                    let out = run(&mut host.task_command(&["run", "-d", td.to_str().unwrap()]));
+                    assert!(out.status.success(), "run -d: {}", stderr(&out));
+                    stdout(&out).trim().to_string()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    // A hundred distinct addresses, all of them leased now.
+    let status = host.skiff(&["status"]);
+    let mut addrs: Vec<String> = status["addresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    addrs.sort();
+    addrs.dedup();
+    assert_eq!(addrs.len(), 100, "{status}");
+    for chunk in ids.chunks(25) {
+        std::thread::scope(|s| {
+            for id in chunk {
+                let host = &host;
+                s.spawn(move || {
+                    let out = run(&mut host.task_command(&["rm", "-f", id]));
+                    assert!(out.status.success(), "rm {id}: {}", stderr(&out));
+                });
+            }
+        });
+    }
+    assert_eq!(host.task_leftovers(), Vec::<String>::new());
+}

@@ -196,18 +196,11 @@ async fn run_inner(
         None => None,
     };
     let task_dir = opts.state_dir.join("tasks").join(&task_id);
-    std::fs::create_dir_all(&task_dir).map_err(|e| TaskError::Io {
+    super::store::create_task_dir(&task_dir).map_err(|e| TaskError::Io {
         what: format!("create {}", task_dir.display()),
         source: e,
     })?;
     created.task_dir = Some(task_dir.clone());
-    super::store::mark_creating(&task_dir).map_err(|e| TaskError::Io {
-        what: format!(
-            "write {}",
-            task_dir.join(super::store::CREATING_FILE).display()
-        ),
-        source: e,
-    })?;
 
     let hierarchy = Hierarchy::detect(&opts.cgroup)?;
     tracing::info!(mode = ?hierarchy.mode, controllers = ?hierarchy.controllers, "cgroups");

@@ -103,11 +103,27 @@ pub fn start_time(pid: i32) -> Option<u64> {
     rest.split(' ').nth(19)?.parse().ok()
 }
 
-/// Writes `creating` for the calling process.
-pub fn mark_creating(task_dir: &Path) -> std::io::Result<()> {
+/// Prefix of a task directory being made (see [`create_task_dir`]); listings skip them.
+const NEW_PREFIX: &str = ".new-";
+
+/// Creates a task's directory already holding `creating` for the calling process: made under
+/// a hidden name and renamed into place, so that no other command ever sees the directory
+/// without its creator (and takes it for a crash's orphan).
+pub fn create_task_dir(task_dir: &Path) -> std::io::Result<()> {
+    let (Some(parent), Some(name)) = (task_dir.parent(), task_dir.file_name()) else {
+        return Err(std::io::Error::other("a task directory needs a parent"));
+    };
+    std::fs::create_dir_all(parent)?;
+    let tmp = parent.join(format!("{NEW_PREFIX}{}", name.to_string_lossy()));
+    std::fs::create_dir(&tmp)?;
     let pid = std::process::id() as i32;
     let st = start_time(pid).unwrap_or(0);
-    std::fs::write(task_dir.join(CREATING_FILE), format!("{pid} {st}\n"))
+    let made = std::fs::write(tmp.join(CREATING_FILE), format!("{pid} {st}\n"))
+        .and_then(|()| std::fs::rename(&tmp, task_dir));
+    if made.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    made
 }
 
 fn creator_alive(task_dir: &Path) -> bool {
@@ -179,6 +195,7 @@ pub fn list(state_dir: &Path) -> Vec<TaskView> {
         .into_iter()
         .flatten()
         .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
         .filter_map(|e| read(&e.path()))
         .collect();
     out.sort_by(|a, b| (a.created_at(), &a.id).cmp(&(b.created_at(), &b.id)));
@@ -372,6 +389,16 @@ pub fn sweep(state_dir: &Path, placement: &Placement, keep: Duration) -> Vec<Tas
         }
         out.push(v);
     }
+    // A directory still under its hidden name: its creator died between mkdir and rename.
+    for e in std::fs::read_dir(state_dir.join("tasks"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if e.file_name().to_string_lossy().starts_with(NEW_PREFIX) && !creator_alive(&e.path()) {
+            remove_dir(&e.path());
+        }
+    }
     if let Some(h) = hierarchy {
         h.release();
     }
@@ -399,8 +426,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("skiff-store-{}", std::process::id()));
         let tasks = dir.join("tasks");
         let t = tasks.join("0123abcd");
-        std::fs::create_dir_all(&t).unwrap();
-        mark_creating(&t).unwrap();
+        create_task_dir(&t).unwrap();
         let v = read(&t).unwrap();
         assert!(v.creating && !v.orphaned());
         assert_eq!(v.status(), Status::Pending);
