@@ -2,7 +2,7 @@
 # Builds a busybox OCI image from Debian's busybox-static into an OCI image layout, and
 # optionally pushes it.
 #
-#   rootfs-tools/busybox-image.sh OUT_DIR [--layered] [--ecs-tools] [--push HOST:PORT/REPO:TAG]
+#   rootfs-tools/busybox-image.sh OUT_DIR [--layered] [--ecs-tools] [--web] [--push HOST:PORT/REPO:TAG]
 #
 # The base layer holds /bin/busybox, its applet links, /etc/passwd, /etc/group and the usual
 # directories. --layered adds a second layer that deletes /etc/motd (a whiteout), replaces
@@ -10,17 +10,21 @@
 # --ecs-tools adds a layer with the host's capsh and the libraries it loads: with busybox's
 # applets (pidof, sysctl, fdisk, mount), what the ECS agent's own test task definitions call
 # in the image they name ubuntu:latest; the test suite pushes it under that name.
+# --web adds /var/www/index.html and makes busybox's httpd on port 80 the image's command:
+# a stand-in for the nginx:latest the ECS agent's network-link task definition names.
 set -euo pipefail
 
 out=${1:?usage: busybox-image.sh OUT_DIR [--layered] [--push REF]}
 shift
 layered=0
 ecs_tools=0
+web=0
 push=
 while [[ $# -gt 0 ]]; do
     case $1 in
     --layered) layered=1 ;;
     --ecs-tools) ecs_tools=1 ;;
+    --web) web=1 ;;
     --push) push=${2:?--push needs a reference}; shift ;;
     *) echo "busybox-image.sh: unknown argument $1" >&2; exit 2 ;;
     esac
@@ -76,6 +80,14 @@ if [[ $ecs_tools == 1 ]]; then
         cp -L "$lib" "$l3/$lib"
     done
     oci_layer "$l3" ecs-tools
+fi
+
+if [[ $web == 1 ]]; then
+    l4=$work/l4
+    mkdir -p "$l4/var/www"
+    echo "<h1>Welcome to skiff's stand-in for nginx</h1>" > "$l4/var/www/index.html"
+    oci_layer "$l4" web
+    export OCI_CMD='["httpd","-f","-p","80","-h","/var/www"]'
 fi
 
 man_digest=$(oci_finish "$arch" "skiff rootfs-tools/busybox-image.sh")

@@ -2,6 +2,7 @@
 #   oci_begin OUT_DIR WORK_DIR        start a layout
 #   oci_layer DIR NAME                add DIR as a reproducible gzip layer
 #   oci_finish ARCH CREATED_BY        write config, manifest and index.json; prints the digest
+#                                     (the config's Cmd: $OCI_CMD as JSON, default ["sh"])
 
 oci_begin() {
     oci_out=$1
@@ -43,7 +44,7 @@ oci_layer() {
 oci_finish() {
     local arch=$1 created_by=$2 cfg_digest cfg_size man_digest man_size n=${#oci_diffs[@]}
     python3 - "$oci_work" "$arch" "$created_by" "$n" "${oci_diffs[@]}" "${oci_digests[@]}" "${oci_sizes[@]}" <<'PY'
-import json, sys
+import json, os, sys
 work, arch, created_by, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 rest = sys.argv[5:]
 diffs, digests, sizes = rest[:n], rest[n:2*n], [int(s) for s in rest[2*n:3*n]]
@@ -52,7 +53,7 @@ config = {
     "os": "linux",
     "config": {
         "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-        "Cmd": ["sh"],
+        "Cmd": json.loads(os.environ.get("OCI_CMD") or '["sh"]'),
     },
     "rootfs": {"type": "layers", "diff_ids": diffs},
     "history": [{"created_by": created_by} for _ in diffs],

@@ -39,6 +39,7 @@ trap cleanup EXIT
 "$top/rootfs-tools/busybox-image.sh" "$images/busybox" --push "127.0.0.1:$port/busybox:latest"
 "$top/rootfs-tools/busybox-image.sh" "$images/layered" --layered --push "127.0.0.1:$port/busybox-layered:latest"
 "$top/rootfs-tools/busybox-image.sh" "$images/ecs-tools" --ecs-tools --push "127.0.0.1:$port/ubuntu:latest"
+"$top/rootfs-tools/busybox-image.sh" "$images/web" --web --push "127.0.0.1:$port/nginx:latest"
 
 export SKIFF_TEST_REGISTRY=127.0.0.1:$port
 cargo test --locked "$@"

@@ -641,9 +641,31 @@ impl Host {
         assert!(out.status.success(), "pull: {}", stderr(&out));
     }
 
+    fn pull(&self, image: &str) {
+        let out = run(Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .arg("--state-dir")
+            .arg(&self.state)
+            .args(["pull", "-q", image]));
+        assert!(out.status.success(), "pull {image}: {}", stderr(&out));
+    }
+
     fn taskdef(&self, name: &str, json: &str) -> PathBuf {
         let p = self.dir.join(format!("{name}.json"));
         std::fs::write(&p, json.replace("$IMAGE", &common::busybox())).unwrap();
+        p
+    }
+
+    /// One of the ECS agent's task definitions (tests/fixtures/taskdefs), its images taken
+    /// from the test registry.
+    fn fixture(&self, name: &str) -> PathBuf {
+        let text = std::fs::read_to_string(format!(
+            "{}/tests/fixtures/taskdefs/{name}.json",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+        .replace("127.0.0.1:51670", &common::registry());
+        let p = self.dir.join(format!("{name}.json"));
+        std::fs::write(&p, text).unwrap();
         p
     }
 
@@ -811,7 +833,8 @@ fn a_hundred_bridge_tasks_started_and_stopped_concurrently_leave_nothing() {
     let td = host.taskdef(
         "many",
         r#"{"family":"many","networkMode":"bridge","containerDefinitions":[
-            {"name":"c","image":"$IMAGE","memory":16,"stopTimeout":1,"command":["sleep","300"]}]}"#,
+            {"name":"c","image":"$IMAGE","memory":16,"stopTimeout":1,"command":["sleep","300"],
+             "portMappings":[{"containerPort":80}]}]}"#,
     );
     let ids: Vec<String> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..100)
@@ -838,6 +861,18 @@ fn a_hundred_bridge_tasks_started_and_stopped_concurrently_leave_nothing() {
     addrs.sort();
     addrs.dedup();
     assert_eq!(addrs.len(), 100, "{status}");
+    // And a hundred distinct dynamic host ports, as inspect reports them.
+    let mut ports: Vec<u64> = ids
+        .iter()
+        .map(|id| {
+            host.inspect(id)["containers"][0]["networkBindings"][0]["hostPort"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    ports.sort();
+    ports.dedup();
+    assert_eq!(ports.len(), 100);
     for chunk in ids.chunks(25) {
         std::thread::scope(|s| {
             for id in chunk {
@@ -849,5 +884,97 @@ fn a_hundred_bridge_tasks_started_and_stopped_concurrently_leave_nothing() {
             }
         });
     }
+    assert_eq!(host.task_leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn ecs_fixture_busybox_port_5180_answers_on_the_mapped_port() {
+    let host = Host::new("nft");
+    host.pull_busybox();
+    let td = host.fixture("busybox-port-5180");
+    let out = run(&mut host.task_command(&["run", "-d", td.to_str().unwrap()]));
+    assert!(out.status.success(), "run -d: {}", stderr(&out));
+    let id = stdout(&out).trim().to_string();
+    let b = &host.inspect(&id)["containers"][0]["networkBindings"][0];
+    assert_eq!(b["hostPort"], 5180, "{b}");
+    assert_eq!(b["containerPort"], 80);
+    assert_eq!(b["protocol"], "tcp");
+    // The container answers once; through the host's own address.
+    let got = (0..100).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        tcp_get(&host.ns, &format!("{HOST_IP}:5180"))
+            .ok()
+            .filter(|s| !s.is_empty())
+    });
+    assert_eq!(got.as_deref(), Some("foobar\n"));
+    let out = run(&mut host.task_command(&["rm", "-f", &id]));
+    assert!(out.status.success(), "rm: {}", stderr(&out));
+    assert_eq!(host.task_leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn ecs_fixture_network_link_reaches_its_link_by_name() {
+    let host = Host::new("nft");
+    host.pull_busybox();
+    host.pull(&format!("{}/nginx:latest", common::registry()));
+    let td = host.fixture("network-link");
+    let out = run(&mut host.task_command(&["run", td.to_str().unwrap()]));
+    // The exit container fetches http://nginx and exits 42: the essential code of the task.
+    assert_eq!(
+        out.status.code(),
+        Some(42),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("stand-in for nginx"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(host.task_leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn a_mapped_port_answers_on_loopback_and_from_another_task() {
+    let host = Host::new("nft");
+    host.pull_busybox();
+    let srv = host.taskdef(
+        "srv",
+        r#"{"family":"srv","networkMode":"bridge","containerDefinitions":[
+            {"name":"s","image":"$IMAGE","memory":32,"stopTimeout":1,
+             "portMappings":[{"containerPort":80,"hostPort":18080}],
+             "command":["sh","-c","while true; do echo pong | nc -l -p 80; done"]}]}"#,
+    );
+    let out = run(&mut host.task_command(&["run", "-d", srv.to_str().unwrap()]));
+    assert!(out.status.success(), "run -d: {}", stderr(&out));
+    let id = stdout(&out).trim().to_string();
+    let got = (0..100).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        tcp_get(&host.ns, "127.0.0.1:18080")
+            .ok()
+            .filter(|s| !s.is_empty())
+    });
+    assert_eq!(got.as_deref(), Some("pong\n"), "hairpin through 127.0.0.1");
+    // From a container of another task, through the host's address.
+    let cli = host.taskdef(
+        "cli",
+        &format!(
+            r#"{{"family":"cli","networkMode":"bridge","containerDefinitions":[
+            {{"name":"c","image":"$IMAGE","memory":32,
+             "command":["sh","-c","for i in $(seq 30); do r=$(nc {HOST_IP} 18080) && [ -n \"$r\" ] && echo got-$r && exit 0; sleep 0.2; done; exit 1"]}}]}}"#
+        ),
+    );
+    let out = run(&mut host.task_command(&["run", cli.to_str().unwrap()]));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(stdout(&out).contains("got-pong"), "{}", stdout(&out));
+    let out = run(&mut host.task_command(&["rm", "-f", &id]));
+    assert!(out.status.success(), "rm: {}", stderr(&out));
     assert_eq!(host.task_leftovers(), Vec::<String>::new());
 }

@@ -280,7 +280,7 @@ fn bad_input_is_one_clear_line_and_exit_125_leaving_nothing() {
             // those inside a throwaway network namespace.)
             "ports",
             one("ports", r#","portMappings":[{"containerPort":80}]"#, r#"["true"]"#),
-            "containerDefinitions[0].portMappings: not supported by skiff yet",
+            "containerDefinitions[0].portMappings: cannot be used in none network mode (no connectivity)",
         ),
         (
             "nocommand",

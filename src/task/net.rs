@@ -18,7 +18,8 @@ use crate::net::bridge::Attachment;
 use crate::net::ports::{PortBinding, PortRequest};
 use crate::net::settings::{on_thread, TASK_ATTACHMENT};
 pub use crate::net::settings::{release, NetSettings, NET_FILE};
-use crate::taskdef::{NetworkMode, TaskDefinition};
+use crate::net::Proto;
+use crate::taskdef::{NetworkMode, PortProtocol, TaskDefinition};
 
 /// A container's network as `task.json` (and so `skiff inspect`) records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,10 +52,21 @@ pub struct TaskNet {
     pub records: Vec<Option<NetRecord>>,
 }
 
-/// The port mappings a container asks for. (`portMappings` reach the model with the task
-/// definition issue; until then there are none.)
-fn port_requests(_td: &TaskDefinition, _i: usize) -> Vec<PortRequest> {
-    Vec::new()
+/// The port mappings of container `i`.
+fn port_requests(td: &TaskDefinition, i: usize) -> Vec<PortRequest> {
+    td.containers[i]
+        .port_mappings
+        .iter()
+        .map(|m| PortRequest {
+            proto: match m.protocol {
+                PortProtocol::Tcp => Proto::Tcp,
+                PortProtocol::Udp => Proto::Udp,
+            },
+            container_port: m.container_port,
+            count: m.count,
+            host_port: m.host_port,
+        })
+        .collect()
 }
 
 /// Sets up the task's network. On failure, whatever was made is released again.
@@ -110,6 +122,12 @@ fn setup_bridge(
         }
         _ => {
             for (i, c) in td.containers.iter().enumerate() {
+                if c.disable_networking {
+                    // Loopback only: a namespace of its own from the clone.
+                    out.views.push(NetView::default());
+                    out.records.push(None);
+                    continue;
+                }
                 let a = net
                     .attach(task_id, &c.name, &port_requests(td, i))
                     .map_err(|e| format!("container {}: {e}", c.name))?;
@@ -119,6 +137,25 @@ fn setup_bridge(
                     hosts: Vec::new(),
                 });
                 out.records.push(Some(NetRecord::of(td.network_mode, &a)));
+            }
+            // `links`: the linked container's address under its name and alias.
+            for (i, c) in td.containers.iter().enumerate() {
+                for (name, alias) in &c.links {
+                    let Some(j) = td.containers.iter().position(|o| &o.name == name) else {
+                        continue;
+                    };
+                    let Some(ip) = out.records[j].as_ref().map(|r| r.ip) else {
+                        continue;
+                    };
+                    let mut names = vec![];
+                    if let Some(a) = alias {
+                        names.push(a.clone());
+                    }
+                    if !names.contains(name) {
+                        names.push(name.clone());
+                    }
+                    out.views[i].hosts.push((ip, names));
+                }
             }
         }
     }

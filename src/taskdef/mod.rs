@@ -4,6 +4,7 @@
 //! reported with its field path, and all problems of a file are reported at once.
 
 mod linux;
+mod network;
 mod parse;
 pub mod units;
 
@@ -105,6 +106,34 @@ pub struct Tmpfs {
     pub mount_options: Vec<String>,
 }
 
+/// `portMappings[].protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum PortProtocol {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+impl PortProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PortProtocol::Tcp => "tcp",
+            PortProtocol::Udp => "udp",
+        }
+    }
+}
+
+/// One `portMappings` entry: `count` container ports from `container_port` (more than one
+/// for a `containerPortRange`), to `host_port` (None: a dynamic host port, or a host range).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortMapping {
+    pub container_port: u16,
+    pub host_port: Option<u16>,
+    pub protocol: PortProtocol,
+    pub count: u16,
+    pub name: Option<String>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ContainerDefinition {
     pub name: String,
@@ -152,4 +181,9 @@ pub struct ContainerDefinition {
     pub dns_search_domains: Vec<String>,
     /// `extraHosts`: (hostname, ipAddress) lines added to the container's /etc/hosts.
     pub extra_hosts: Vec<(String, String)>,
+    pub port_mappings: Vec<PortMapping>,
+    /// `links`: (container name, alias).
+    pub links: Vec<(String, Option<String>)>,
+    /// `disableNetworking`: loopback only, whatever the task's network mode.
+    pub disable_networking: bool,
 }

@@ -3,6 +3,7 @@
 use serde_json::{Map, Value};
 
 use super::linux::{self, TaskContext};
+use super::network;
 use super::units::{parse_cpu, parse_memory_mib};
 use super::{ContainerDefinition, NetworkMode, TaskDefError, TaskDefinition};
 
@@ -35,14 +36,11 @@ const TASK_PENDING_KEYS: &[&str] = &[
 ];
 
 const CONTAINER_PENDING_KEYS: &[&str] = &[
-    "portMappings",
-    "links",
     "mountPoints",
     "volumesFrom",
     "dependsOn",
     "startTimeout",
     "healthCheck",
-    "disableNetworking",
     "dockerLabels",
     "logConfiguration",
     "restartPolicy",
@@ -255,6 +253,7 @@ fn parse_task(obj: &Map<String, Value>, errs: &mut Errors) -> Option<TaskDefinit
             }
         }
     }
+    network::check_task(&containers, errs);
     if !containers.is_empty() && !containers.iter().any(|c| c.essential) {
         errs.push(
             "containerDefinitions",
@@ -395,6 +394,7 @@ fn parse_container(
             | "linuxParameters"
             | "repositoryCredentials" => {}
             k if linux::CONTAINER_KEYS.contains(&k) => {}
+            k if network::CONTAINER_KEYS.contains(&k) => {}
             k if CONTAINER_PENDING_KEYS.contains(&k) => {
                 if !is_empty_value(value) {
                     errs.push(&format!("{path}.{k}"), "not supported by skiff yet");
@@ -567,6 +567,7 @@ fn parse_container(
         ..Default::default()
     };
     linux::parse_container_linux(obj, path, ctx, &mut cd, errs);
+    network::parse_container_network(obj, path, ctx, &mut cd, errs);
     Some(cd)
 }
 
@@ -667,12 +668,53 @@ mod tests {
     }
 
     #[test]
+    fn port_mapping_rules_per_network_mode() {
+        let e = errors_of(
+            r#"{"family":"a","networkMode":"awsvpc","containerDefinitions":[
+                {"name":"a","image":"i","memory":10,"portMappings":[{"containerPort":8080,"hostPort":80}],
+                 "links":["b"]},
+                {"name":"b","image":"i","memory":10,"disableNetworking":true}]}"#,
+        );
+        for w in [
+            "containerDefinitions[0].portMappings[0].hostPort: must equal containerPort (8080) in awsvpc network mode, not 80",
+            "containerDefinitions[0].links: only in bridge network mode (this task uses awsvpc)",
+            "containerDefinitions[1].disableNetworking: is not supported in awsvpc network mode",
+        ] {
+            assert!(e.iter().any(|x| x == w), "missing {w:?} in {e:#?}");
+        }
+        let e = errors_of(
+            r#"{"family":"a","networkMode":"bridge","containerDefinitions":[
+                {"name":"a","image":"i","memory":10,"portMappings":[{"containerPort":80,"hostPort":8080},
+                  {"containerPortRange":"9000-9010","hostPort":9000}]},
+                {"name":"b","image":"i","memory":10,"portMappings":[{"containerPort":81,"hostPort":8080}]}]}"#,
+        );
+        for w in [
+            "containerDefinitions[0].portMappings[1].hostPort: cannot be given with containerPortRange (the host range is chosen)",
+            "containerDefinitions[1].portMappings[0].hostPort: 8080/tcp is already mapped by containerDefinitions[0].portMappings[0]",
+        ] {
+            assert!(e.iter().any(|x| x == w), "missing {w:?} in {e:#?}");
+        }
+        let e = errors_of(
+            r#"{"family":"a","networkMode":"none","containerDefinitions":[
+                {"name":"a","image":"i","memory":10,"portMappings":[{"containerPort":80}]}]}"#,
+        );
+        assert!(
+            e.iter()
+                .any(|x| x
+                    .starts_with("containerDefinitions[0].portMappings: cannot be used in none")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
     fn reports_all_errors_with_paths() {
         let e = errors_of(
             r#"{"family":"bad family!","ipcMode":"private","containerDefinitions":[
                 {"name":"a","image":"i","memory":10,"memoryReservation":20,"essential":false,
                  "ulimits":[{"name":"nofile","softLimit":2,"hardLimit":1}]},
-                {"name":"a","image":"","memory":2,"essential":false,"portMappings":[{"containerPort":80}]},
+                {"name":"a","image":"","memory":2,"essential":false,"healthCheck":{"command":["CMD","true"]},
+                 "portMappings":[{"containerPort":80,"hostPort":70000},{"containerPort":81,"protocol":"sctp"}],
+                 "links":["b"]},
                 {"image":"x","bogus":1,"essential":false}]}"#,
         );
         let want = [
@@ -682,7 +724,10 @@ mod tests {
             "containerDefinitions[0].ulimits[0].softLimit: 2 is more than hardLimit 1",
             "containerDefinitions[1].image: must not be empty",
             "containerDefinitions[1].memory: 2 MiB is below the minimum of 6 MiB",
-            "containerDefinitions[1].portMappings: not supported by skiff yet",
+            "containerDefinitions[1].healthCheck: not supported by skiff yet",
+            "containerDefinitions[1].portMappings[0].hostPort: must be a port number (0-65535)",
+            "containerDefinitions[1].portMappings[1].protocol: must be tcp or udp",
+            "containerDefinitions[1].links[0]: \"b\" is not another container of this task",
             "containerDefinitions[1].name: duplicate container name \"a\"",
             "containerDefinitions[2].bogus: unknown field",
             "containerDefinitions[2].name: is required",
@@ -801,18 +846,22 @@ mod tests {
         let td = parse_task_definition(&read("oom-task.json"), None).unwrap();
         assert_eq!(td.memory, Some(64));
         assert_eq!(td.containers[0].memory, None);
-        match parse_task_definition(&read("busybox-port-5180.json"), None) {
-            Err(TaskDefError::Invalid(e)) => {
-                assert_eq!(
-                    e,
-                    vec![
-                        "containerDefinitions[0].portMappings: not supported by skiff yet"
-                            .to_string()
-                    ]
-                )
-            }
-            other => panic!("{other:?}"),
-        }
+        let td = parse_task_definition(&read("busybox-port-5180.json"), None).unwrap();
+        assert_eq!(
+            td.containers[0].port_mappings,
+            vec![super::super::PortMapping {
+                container_port: 80,
+                host_port: Some(5180),
+                protocol: super::super::PortProtocol::Tcp,
+                count: 1,
+                name: None,
+            }]
+        );
+        let td = parse_task_definition(&read("network-link.json"), None).unwrap();
+        assert_eq!(
+            td.containers[1].links,
+            vec![("nginx".to_string(), Some("nginx".to_string()))]
+        );
         match parse_task_definition(&read("nvidia-gpu.json"), None) {
             Err(TaskDefError::Invalid(e)) => assert!(
                 e.iter()
