@@ -679,6 +679,20 @@ impl Host {
     /// addresses, port leases and rules (the bridge and the base rules are the host's, and
     /// stay), and task directories.
     fn task_leftovers(&self) -> Vec<String> {
+        // The kernel tears a released veth pair down with its namespace, in the background:
+        // give it a moment before counting what is left.
+        let mut left = Vec::new();
+        for _ in 0..100 {
+            left = self.task_leftovers_now();
+            if left.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        left
+    }
+
+    fn task_leftovers_now(&self) -> Vec<String> {
         let mut left = Vec::new();
         let status = self.skiff(&["status"]);
         for key in ["addresses", "ports", "links", "rules", "netns"] {

@@ -138,7 +138,7 @@ fn run_inner(args: NetDebugArgs, state_dir: &Path) -> anyhow::Result<serde_json:
             container,
             publish: p,
         } => serde_json::to_value(net.attach(&task, &container, &publish(&p)?)?)?,
-        Action::Detach { task } => serde_json::to_value(net.detach_task(&task)?)?,
+        Action::Detach { task } => serde_json::to_value(net.detach_task(&task, true)?)?,
         Action::Reconcile { keep } => {
             serde_json::to_value(net.reconcile(|t| keep.iter().any(|k| k == t))?)?
         }

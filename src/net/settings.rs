@@ -31,6 +31,36 @@ pub struct NetSettings {
 }
 
 impl NetSettings {
+    /// These settings with the firewall backend decided: the one given, else the one found
+    /// on this host (remembered per boot in `STATE/net/backend`: finding it runs nft).
+    pub fn resolved(&self, state_dir: &Path) -> Result<NetSettings, String> {
+        let mut s = self.clone();
+        if s.firewall.is_none() {
+            let cache = state_dir.join("net").join("backend");
+            let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+            let cached = std::fs::read_to_string(&cache).ok().and_then(|t| {
+                let (b, backend) = t.trim().split_once(' ')?;
+                (b == boot).then(|| backend.to_string())
+            });
+            let backend = match cached {
+                Some(b) => b,
+                None => {
+                    let b = Backend::detect(None)
+                        .map_err(|e| e.to_string())?
+                        .to_string();
+                    let _ = std::fs::create_dir_all(state_dir.join("net"));
+                    let _ = std::fs::write(&cache, format!("{boot} {b}\n"));
+                    b
+                }
+            };
+            s.firewall = Some(backend);
+        }
+        Ok(s)
+    }
+
     pub fn bridge_net(&self, state_dir: &Path) -> Result<BridgeNet, String> {
         let cfg = Config {
             bridge: self.bridge.clone(),
@@ -68,7 +98,7 @@ pub fn release(task_dir: &Path, task_id: &str) -> bool {
     let done = on_thread(|| {
         settings
             .bridge_net(state_dir)
-            .and_then(|net| net.detach_task(task_id).map_err(|e| e.to_string()))
+            .and_then(|net| net.detach_task(task_id, false).map_err(|e| e.to_string()))
     });
     match done {
         Ok(removed) => {

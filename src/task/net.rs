@@ -84,6 +84,8 @@ pub fn setup(
             records: vec![None; n],
         });
     }
+    // Decided once here, so that whoever releases the network later does not look again.
+    let settings = &settings.resolved(state_dir)?;
     let body = serde_json::to_vec(settings).expect("settings serialize");
     std::fs::write(task_dir.join(NET_FILE), body)
         .map_err(|e| format!("write {}: {e}", task_dir.join(NET_FILE).display()))?;
