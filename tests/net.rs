@@ -992,3 +992,79 @@ fn a_mapped_port_answers_on_loopback_and_from_another_task() {
     assert!(out.status.success(), "rm: {}", stderr(&out));
     assert_eq!(host.task_leftovers(), Vec::<String>::new());
 }
+
+#[test]
+fn the_next_start_removes_network_pieces_no_task_owns() {
+    let host = Host::new("nft");
+    host.pull_busybox();
+    // What a skiff killed in the middle of a start could leave: a lease, a namespace file, a
+    // veth and a port rule for a task whose directory is gone.
+    host.skiff(&["ensure"]);
+    host.skiff(&[
+        "attach",
+        "--task",
+        "deadbeefdeadbeefdeadbeefdeadbeef",
+        "--container",
+        "lost",
+        "-p",
+        "tcp:18090:80",
+    ]);
+    assert!(!host.task_leftovers_now().is_empty());
+    let td = host.taskdef(
+        "next",
+        r#"{"family":"next","networkMode":"bridge","containerDefinitions":[
+            {"name":"n","image":"$IMAGE","memory":32,"command":["true"]}]}"#,
+    );
+    let out = run(&mut host.task_command(&["run", td.to_str().unwrap()]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(host.task_leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn awsvpc_and_udp_port_mappings_answer_from_the_host() {
+    let host = Host::new("nft");
+    host.pull_busybox();
+    let td = host.taskdef(
+        "awsports",
+        r#"{"family":"awsports","networkMode":"awsvpc","containerDefinitions":[
+            {"name":"tcp","image":"$IMAGE","memory":32,"stopTimeout":1,
+             "portMappings":[{"containerPort":8080}],
+             "command":["sh","-c","while true; do echo over-awsvpc | nc -l -p 8080; done"]},
+            {"name":"udp","image":"$IMAGE","memory":32,"stopTimeout":1,
+             "portMappings":[{"containerPort":5353,"protocol":"udp"}],
+             "command":["sleep","300"]}]}"#,
+    );
+    let out = run(&mut host.task_command(&["run", "-d", td.to_str().unwrap()]));
+    assert!(out.status.success(), "run -d: {}", stderr(&out));
+    let id = stdout(&out).trim().to_string();
+    let j = host.inspect(&id);
+    let b = &j["containers"][0]["networkBindings"][0];
+    assert_eq!(
+        b["hostPort"], 8080,
+        "hostPort = containerPort in awsvpc: {j}"
+    );
+    let got = (0..100).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        tcp_get(&host.ns, &format!("{HOST_IP}:8080"))
+            .ok()
+            .filter(|s| !s.is_empty())
+    });
+    assert_eq!(got.as_deref(), Some("over-awsvpc\n"));
+    // The image has no UDP server: the test answers from inside the task's namespace.
+    let task_ns = host.state.join("netns").join(format!("{id}-task.eni"));
+    let server = in_ns(&task_ns, || UdpSocket::bind(("0.0.0.0", 5353)).unwrap());
+    let answer = std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        let (n, from) = server.recv_from(&mut buf).unwrap();
+        server
+            .send_to(&[b"pong:", &buf[..n]].concat(), from)
+            .unwrap();
+        // The socket goes here: nothing of the test keeps the namespace alive.
+    });
+    let got = udp_ask(&host.ns, &format!("{HOST_IP}:5353"), "ping").unwrap();
+    answer.join().unwrap();
+    assert_eq!(got, "pong:ping");
+    let out = run(&mut host.task_command(&["rm", "-f", &id]));
+    assert!(out.status.success(), "rm: {}", stderr(&out));
+    assert_eq!(host.task_leftovers(), Vec::<String>::new());
+}

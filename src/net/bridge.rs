@@ -227,12 +227,18 @@ impl BridgeNet {
             .map(|(o, _)| o)
             .filter(|o| owner_task(o) == task)
             .collect();
-        // Only a task that held host ports has rules: no nft call for the others.
-        let ports = self.ports.release_task(task)?;
-        let rules = if ports.is_empty() {
-            Vec::new()
-        } else {
+        // Only a task that holds host ports has rules: no nft call for the others. Leases
+        // go last, so that a crash in between leaves a lease that tells the next reconcile
+        // to look (see `has_orphans`).
+        let holds_ports = self
+            .ports
+            .leases()?
+            .iter()
+            .any(|l| owner_task(&l.owner) == task);
+        let rules = if holds_ports {
             self.firewall.remove_task(task)?
+        } else {
+            Vec::new()
         };
         let netns = netns::reconcile(&self.netns_dir, keep)?;
         let mut links = Vec::new();
@@ -258,9 +264,45 @@ impl BridgeNet {
             rules,
             links,
             netns,
-            ports,
+            ports: self.ports.release_task(task)?,
             addresses: self.ipam.release_task(task)?,
         })
+    }
+
+    /// Whether anything of a task that `keep` rejects is left: an address or port lease, or
+    /// a namespace file. Cheap (a file and a directory read), so every start can ask, and run
+    /// the full [`BridgeNet::reconcile`] (netlink and nft listings) only when it says yes. A
+    /// crash leaves at least one of these until the very end of a removal.
+    pub fn has_orphans(&self, keep: impl Fn(&str) -> bool) -> Result<bool, NetError> {
+        // Interfaces before leases, for the reason given in `remove_links`.
+        let names = interface_names();
+        let owners = self.ipam.owners()?;
+        if owners.iter().any(|(o, _)| !keep(owner_task(o))) {
+            return Ok(true);
+        }
+        // A veth of no lease: one whose namespace outlived its task (something else held
+        // it when the task ended). Interface names come from if_nameindex (one netlink dump).
+        let leased: std::collections::HashSet<String> = owners
+            .iter()
+            .filter_map(|(o, _)| o.split_once('/').map(|(t, c)| link::veth_name(t, c)))
+            .collect();
+        if names
+            .iter()
+            .any(|n| link::is_veth_name(n) && !leased.contains(n))
+        {
+            return Ok(true);
+        }
+        if self
+            .ports
+            .leases()?
+            .iter()
+            .any(|l| !keep(owner_task(&l.owner)))
+        {
+            return Ok(true);
+        }
+        Ok(netns::list(&self.netns_dir)?
+            .iter()
+            .any(|(_, task)| !keep(task)))
     }
 
     /// Everything of the tasks that `keep` rejects: port rules, veths, namespace files,
@@ -280,6 +322,9 @@ impl BridgeNet {
     /// was never set (a crash in between), by the address lease its name hashes; so address
     /// leases must be released after this.
     fn remove_links(&self, keep: &impl Fn(&str) -> bool) -> Result<Vec<String>, NetError> {
+        // Links first, leases after: an attach leases before it makes its veth, so every
+        // veth listed here has its lease in what is read next, even one being made now.
+        let links = link::list_links(link::VETH_PREFIX)?;
         let by_name: HashMap<String, String> = self
             .ipam
             .owners()?
@@ -290,7 +335,7 @@ impl BridgeNet {
             })
             .collect();
         let mut removed = Vec::new();
-        for l in link::list_links(link::VETH_PREFIX)? {
+        for l in links {
             let owner = l
                 .alias
                 .as_deref()
@@ -311,4 +356,26 @@ impl BridgeNet {
         link::delete_link(&self.cfg.bridge)?;
         Ok(removed)
     }
+}
+
+/// The interfaces of the calling thread's network namespace.
+fn interface_names() -> Vec<String> {
+    let list = unsafe { libc::if_nameindex() };
+    if list.is_null() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let mut p = list;
+    unsafe {
+        while (*p).if_index != 0 {
+            out.push(
+                std::ffi::CStr::from_ptr((*p).if_name)
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+            p = p.add(1);
+        }
+        libc::if_freenameindex(list);
+    }
+    out
 }

@@ -112,3 +112,26 @@ pub fn release(task_dir: &Path, task_id: &str) -> bool {
         }
     }
 }
+
+/// Removes what crashed skiff processes left of tasks that no longer exist (no directory in
+/// `STATE/tasks`, not even one being made): leases, namespace files, veths and port rules.
+/// Cheap unless there is something to remove. Called when a task starts.
+pub fn reconcile_orphans(settings: &NetSettings, state_dir: &Path) {
+    let tasks = state_dir.join("tasks");
+    let keep =
+        |task: &str| tasks.join(task).exists() || tasks.join(format!(".new-{task}")).exists();
+    let done = on_thread(|| {
+        let net = settings.resolved(state_dir)?.bridge_net(state_dir)?;
+        if !net.has_orphans(keep).map_err(|e| e.to_string())? {
+            return Ok(None);
+        }
+        net.reconcile(keep).map(Some).map_err(|e| e.to_string())
+    });
+    match done {
+        Ok(Some(removed)) => {
+            tracing::info!(?removed, "removed what crashed tasks left of their network")
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "network reconcile"),
+    }
+}

@@ -41,6 +41,12 @@ pub(super) fn parse_container_network(
     cd: &mut ContainerDefinition,
     errs: &mut Errors,
 ) {
+    if task.network_mode == NetworkMode::Awsvpc && cd.hostname.is_some() {
+        errs.push(
+            &format!("{path}.hostname"),
+            "cannot be used in awsvpc network mode",
+        );
+    }
     match opt_value(obj, "disableNetworking") {
         None => {}
         Some(Value::Bool(b)) => {
