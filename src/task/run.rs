@@ -25,7 +25,7 @@ use crate::runtime::logfile::{DEFAULT_MAX_FILES, DEFAULT_MAX_SIZE};
 use crate::runtime::proto::{Command, Event, ShimConfig, Status, TaskState, READY_FD, SOCKET_FILE};
 use crate::runtime::sealed::sealed_self;
 use crate::runtime::spec::{merge_process, parse_signal, ContainerSpec};
-use crate::taskdef::{IpcMode, NetworkMode, PidMode, TaskDefinition};
+use crate::taskdef::{IpcMode, PidMode, TaskDefinition};
 
 pub struct RunOptions {
     pub state_dir: PathBuf,
@@ -151,7 +151,8 @@ async fn run_inner(
     let task_id = new_task_id();
     tracing::info!(task = %task_id, family = %td.family, "starting task");
     super::store::sweep(&opts.state_dir, &opts.cgroup, opts.keep_stopped);
-    if matches!(td.network_mode, NetworkMode::Bridge | NetworkMode::Awsvpc) {
+    // Whatever the new task's mode: what a crash left of another task's network goes now.
+    if opts.state_dir.join("net").exists() {
         tokio::task::block_in_place(|| {
             crate::net::settings::reconcile_orphans(&opts.net, &opts.state_dir)
         });
