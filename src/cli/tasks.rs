@@ -119,6 +119,7 @@ fn task_json(v: &TaskView) -> Value {
                 "exitCode": cs.and_then(|x| x.exit_code),
                 "reason": cs.and_then(|x| x.reason.clone()),
                 "oomKilled": cs.is_some_and(|x| x.oom_killed),
+                "restartCount": cs.map(|x| x.restart_count).unwrap_or(0),
                 "pid": if cstatus == Status::Running { cs.and_then(|x| x.pid) } else { None },
                 "health": Value::Null,
                 "networkBindings": c.network.as_ref().map(|n| {

@@ -35,6 +35,8 @@ pub enum TaskError {
     Shim(String),
     #[error("ResourceInitializationError: network: {0}")]
     Network(String),
+    #[error("ResourceInitializationError: unable to pull secrets: {0}")]
+    Secrets(String),
     #[error("interrupted before the task started")]
     Interrupted,
 }

@@ -21,6 +21,7 @@ use crate::cgroup::{Cgroup, Hierarchy, Placement};
 use crate::image::auth::PullAuth;
 use crate::image::pipeline::Quiet;
 use crate::image::{Image, PullBehavior, Store, StoreOptions};
+use crate::runtime::lifecycle::{Condition, Dependency, RestartPolicy};
 use crate::runtime::logfile::{DEFAULT_MAX_FILES, DEFAULT_MAX_SIZE};
 use crate::runtime::proto::{Command, Event, ShimConfig, Status, TaskState, READY_FD, SOCKET_FILE};
 use crate::runtime::sealed::sealed_self;
@@ -109,6 +110,37 @@ pub async fn run_foreground(td: TaskDefinition, opts: RunOptions) -> Result<i32,
         created.cleanup();
     }
     result
+}
+
+/// The container's `environment` with the variables of its `environmentFiles` (Docker's
+/// env-file format: `NAME=value` lines, `#` comments, blank lines) that it does not set
+/// itself; of two files setting one name, the first one's value holds.
+fn with_env_files(
+    c: &crate::taskdef::ContainerDefinition,
+    i: usize,
+) -> Result<Vec<(String, String)>, String> {
+    let mut env = c.environment.clone();
+    for (k, f) in c.environment_files.iter().enumerate() {
+        let text = std::fs::read_to_string(f).map_err(|e| {
+            format!("containerDefinitions[{i}].environmentFiles[{k}].value: {f}: {e}")
+        })?;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim_start();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let Some((name, value)) = line.split_once('=') else {
+                return Err(format!(
+                    "containerDefinitions[{i}].environmentFiles[{k}].value: {f}:{}: expected NAME=value",
+                    n + 1
+                ));
+            };
+            if !env.iter().any(|(e, _)| e == name) {
+                env.push((name.to_string(), value.to_string()));
+            }
+        }
+    }
+    Ok(env)
 }
 
 /// Fails when `name` is already taken by a task of the state directory.
@@ -240,10 +272,25 @@ async fn run_inner(
             container: c.name.clone(),
             msg,
         };
+        let environment = with_env_files(c, i).map_err(&create_err)?;
+        let secrets = c
+            .secrets
+            .iter()
+            .enumerate()
+            .map(|(k, (name, from))| {
+                super::secrets::resolve(&opts.state_dir, from)
+                    .map(|r| (name.clone(), r))
+                    .map_err(|e| {
+                        TaskError::Secrets(format!(
+                            "containerDefinitions[{i}].secrets[{k}].valueFrom: {e}"
+                        ))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let process = merge_process(
             c.entry_point.as_deref(),
             c.command.as_deref(),
-            &c.environment,
+            &environment,
             c.working_directory.as_deref(),
             &hostname,
             &image.config,
@@ -311,10 +358,25 @@ async fn run_inner(
                 .unwrap_or(opts.default_stop_timeout.as_secs()),
             log_path: cdir.join("container.log"),
             etc_dir: etc,
-            depends_on: Vec::new(),
-            start_timeout: None,
-            restart: None,
-            secrets: Vec::new(),
+            depends_on: c
+                .depends_on
+                .iter()
+                .map(|d| Dependency {
+                    container: d.container.clone(),
+                    condition: match d.condition.as_str() {
+                        "COMPLETE" => Condition::Complete,
+                        "SUCCESS" => Condition::Success,
+                        "HEALTHY" => Condition::Healthy,
+                        _ => Condition::Start,
+                    },
+                })
+                .collect(),
+            start_timeout: c.start_timeout,
+            restart: c.restart_policy.as_ref().map(|r| RestartPolicy {
+                ignored_exit_codes: r.ignored_exit_codes.clone(),
+                attempt_period_secs: r.restart_attempt_period,
+            }),
+            secrets,
         });
     }
 

@@ -116,7 +116,6 @@ pub fn list(state_dir: &Path) -> Vec<(String, u64)> {
 /// a Secrets Manager ARN (`arn:aws:secretsmanager:R:A:secret:NAME[-XXXXXX][:json-key:stage:id]`)
 /// its name with and without the 6-character suffix AWS appends; for an SSM parameter ARN
 /// (`arn:aws:ssm:R:A:parameter/NAME`) `NAME` and `/NAME`. Also the JSON key, if named.
-#[cfg_attr(not(test), allow(dead_code))]
 fn candidates(value_from: &str) -> (Vec<String>, Option<String>) {
     let mut names = vec![value_from.to_string()];
     let mut json_key = None;
@@ -145,9 +144,7 @@ fn candidates(value_from: &str) -> (Vec<String>, Option<String>) {
     (names, json_key)
 }
 
-/// Finds the stored secret a `valueFrom` names. (Used by the engine once task definitions
-/// carry `secrets`.)
-#[cfg_attr(not(test), allow(dead_code))]
+/// Finds the stored secret a `valueFrom` names.
 pub fn resolve(state_dir: &Path, value_from: &str) -> Result<SecretRef, String> {
     let (names, json_key) = candidates(value_from);
     for n in &names {

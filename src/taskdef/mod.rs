@@ -3,6 +3,7 @@
 //! Parsing walks the JSON by hand rather than through serde derive so that every problem is
 //! reported with its field path, and all problems of a file are reported at once.
 
+mod lifecycle;
 mod linux;
 mod network;
 mod parse;
@@ -134,6 +135,21 @@ pub struct PortMapping {
     pub name: Option<String>,
 }
 
+/// `dependsOn[]`: `condition` is START, COMPLETE or SUCCESS (HEALTHY needs health checks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DependsOn {
+    pub container: String,
+    pub condition: String,
+}
+
+/// `restartPolicy` with `enabled: true`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestartPolicy {
+    pub ignored_exit_codes: Vec<i32>,
+    /// Seconds (60-1800, default 300).
+    pub restart_attempt_period: u64,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ContainerDefinition {
     pub name: String,
@@ -186,4 +202,12 @@ pub struct ContainerDefinition {
     pub links: Vec<(String, Option<String>)>,
     /// `disableNetworking`: loopback only, whatever the task's network mode.
     pub disable_networking: bool,
+    pub depends_on: Vec<DependsOn>,
+    /// `startTimeout` (s): how long containers depending on this one wait for it.
+    pub start_timeout: Option<u64>,
+    pub restart_policy: Option<RestartPolicy>,
+    /// `secrets`: (environment variable, valueFrom).
+    pub secrets: Vec<(String, String)>,
+    /// `environmentFiles` given as local absolute paths.
+    pub environment_files: Vec<String>,
 }

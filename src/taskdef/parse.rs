@@ -3,8 +3,8 @@
 use serde_json::{Map, Value};
 
 use super::linux::{self, TaskContext};
-use super::network;
 use super::units::{parse_cpu, parse_memory_mib};
+use super::{lifecycle, network};
 use super::{ContainerDefinition, NetworkMode, TaskDefError, TaskDefinition};
 
 /// Read-only keys of `describe-task-definition` output and registration metadata: accepted,
@@ -38,15 +38,10 @@ const TASK_PENDING_KEYS: &[&str] = &[
 const CONTAINER_PENDING_KEYS: &[&str] = &[
     "mountPoints",
     "volumesFrom",
-    "dependsOn",
-    "startTimeout",
     "healthCheck",
     "dockerLabels",
     "logConfiguration",
-    "restartPolicy",
     "resourceRequirements",
-    "secrets",
-    "environmentFiles",
     "firelensConfiguration",
     "dockerSecurityOptions",
     "credentialSpecs",
@@ -254,6 +249,7 @@ fn parse_task(obj: &Map<String, Value>, errs: &mut Errors) -> Option<TaskDefinit
         }
     }
     network::check_task(&containers, errs);
+    lifecycle::check_task(&containers, errs);
     if !containers.is_empty() && !containers.iter().any(|c| c.essential) {
         errs.push(
             "containerDefinitions",
@@ -395,6 +391,7 @@ fn parse_container(
             | "repositoryCredentials" => {}
             k if linux::CONTAINER_KEYS.contains(&k) => {}
             k if network::CONTAINER_KEYS.contains(&k) => {}
+            k if lifecycle::CONTAINER_KEYS.contains(&k) => {}
             k if CONTAINER_PENDING_KEYS.contains(&k) => {
                 if !is_empty_value(value) {
                     errs.push(&format!("{path}.{k}"), "not supported by skiff yet");
@@ -568,6 +565,7 @@ fn parse_container(
     };
     linux::parse_container_linux(obj, path, ctx, &mut cd, errs);
     network::parse_container_network(obj, path, ctx, &mut cd, errs);
+    lifecycle::parse_container_lifecycle(obj, path, &mut cd, errs);
     Some(cd)
 }
 
