@@ -7,6 +7,7 @@ mod run;
 mod spec;
 
 pub use limits::LimitSettings;
+pub(crate) use run::connect;
 pub use run::{run_foreground, Attach, RunOptions};
 
 use crate::cgroup::CgroupError;
