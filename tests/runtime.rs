@@ -25,18 +25,6 @@ fn run_sh(env: &Env, name: &str, extra: &str, command: &str) -> (Option<i32>, St
     (out.status.code(), stdout(&out), stderr(&out))
 }
 
-fn status_field(text: &str, key: &str) -> String {
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}:")))
-        .unwrap_or_else(|| panic!("{key} missing in {text}"))
-        .trim()
-        .to_string()
-}
-
-fn hex(s: &str) -> u64 {
-    u64::from_str_radix(s, 16).unwrap()
-}
-
 #[test]
 fn default_capabilities_seccomp_and_no_new_privs() {
     let env = Env::new();

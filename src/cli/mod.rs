@@ -1,6 +1,7 @@
 //! Command-line entry: parse, then either enter the single-threaded shim (before any tokio
 //! runtime exists) or run a command on a tokio runtime.
 
+mod exec;
 mod images;
 mod info;
 mod logs;
@@ -96,6 +97,8 @@ enum Cmd {
     Rmi(images::RmiArgs),
     /// Remove unreferenced images, unused layers and stale temporary files.
     Prune(images::PruneArgs),
+    /// Run a command in a running container of a task.
+    Exec(exec::ExecArgs),
     /// A container's output, from its log file.
     Logs(logs::LogsArgs),
     /// Utilization of running tasks (CPU, memory, network, block I/O, pids).
@@ -168,6 +171,7 @@ pub fn main() -> i32 {
             }
             Cmd::Stats(args) => stats::run(args, &cli.state_dir).await,
             Cmd::Logs(args) => logs::run(args, &cli.state_dir),
+            Cmd::Exec(args) => exec::run(args, &cli.state_dir).await,
             Cmd::Pull(args) => images::pull(args, &cli.state_dir).await,
             Cmd::Images(args) => images::images(args, &cli.state_dir),
             Cmd::Rmi(args) => images::rmi(args, &cli.state_dir).await,

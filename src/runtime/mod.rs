@@ -6,6 +6,7 @@
 //! async-signal-safe calls are allowed, and the container setup needs far more.
 
 pub mod caps;
+pub mod exec;
 pub mod init;
 pub mod lifecycle;
 pub mod logfile;

@@ -23,6 +23,7 @@ use oci_spec::runtime::LinuxNamespaceType as Ns;
 use super::caps::{self, CapSet};
 use super::spec::ContainerSpec;
 use super::{seccomp, user};
+use crate::cgroup::Cgroup;
 
 pub struct Spawned {
     pub pid: Pid,
@@ -41,7 +42,7 @@ pub struct StartFailure {
 }
 
 impl StartFailure {
-    fn new(exit_code: i32, msg: impl Into<String>) -> Self {
+    pub(super) fn new(exit_code: i32, msg: impl Into<String>) -> Self {
         StartFailure {
             exit_code,
             msg: msg.into(),
@@ -57,7 +58,7 @@ pub struct Joins {
     pub ipc: Option<std::path::PathBuf>,
 }
 
-fn open_ns(p: &Path) -> Result<OwnedFd, StartFailure> {
+pub(super) fn open_ns(p: &Path) -> Result<OwnedFd, StartFailure> {
     File::open(p)
         .map(OwnedFd::from)
         .map_err(|e| StartFailure::new(125, format!("open {}: {e}", p.display())))
@@ -110,42 +111,11 @@ pub fn spawn(spec: &ContainerSpec, joins: &Joins) -> Result<Spawned, StartFailur
             flags |= f;
         }
     }
-    // A shared PID namespace is entered by the shim for the duration of the clone: setns on
-    // a PID namespace only affects the children made afterwards.
-    let restore_pid = match &joins.pid {
-        Some(p) => {
-            let own = open_ns(Path::new("/proc/self/ns/pid"))?;
-            let target = open_ns(p)?;
-            nix::sched::setns(&target, nix::sched::CloneFlags::CLONE_NEWPID)
-                .map_err(|e| sys("join the task's PID namespace", e))?;
-            Some(own)
-        }
-        None => None,
-    };
-
+    let pid_ns = joins.pid.as_deref().map(open_ns).transpose()?;
     // A raw clone with no new stack behaves like fork, into new namespaces; the child is PID 1
-    // of its PID namespace. On v2 it is born in its cgroup when the kernel can (5.7+).
-    let cgroup_dir = spec
-        .cgroup
-        .v2_dir()
-        .and_then(|d| File::open(d).ok().map(OwnedFd::from));
-    let (pid, born_in_cgroup) = match cgroup_dir.as_ref().map(|d| clone_into(flags, d)) {
-        Some(Ok(pid)) => (pid, true),
-        _ => {
-            let pid = unsafe {
-                libc::syscall(
-                    libc::SYS_clone,
-                    flags as libc::c_ulong,
-                    0usize,
-                    0usize,
-                    0usize,
-                    0usize,
-                )
-            };
-            (pid, false)
-        }
-    };
-    if pid == 0 {
+    // of its PID namespace (or, with a shared one, is born in the first container's).
+    let (pid, born_in_cgroup) = fork_child(flags, &spec.cgroup, pid_ns.as_ref(), "task's")?;
+    if pid == IN_CHILD {
         drop(out_r);
         drop(err_r);
         drop(sync_r);
@@ -154,32 +124,20 @@ pub fn spawn(spec: &ContainerSpec, joins: &Joins) -> Result<Spawned, StartFailur
             None => (None, None),
         };
         drop(tty_parent);
-        drop(cgroup_dir);
-        let failure = match child(
-            spec,
-            out_w,
-            err_w,
-            sync_w.as_raw_fd(),
-            ipc_fd,
-            net_fd,
-            tty_child,
-            born_in_cgroup,
-        ) {
-            Ok(never) => match never {},
-            Err(f) => f,
-        };
-        let mut w = File::from(sync_w);
-        let _ = w.write_all(failure.msg.as_bytes());
-        unsafe { libc::_exit(failure.exit_code) };
+        let sync_fd = sync_w.as_raw_fd();
+        child_main(sync_w, || {
+            child(
+                spec,
+                out_w,
+                err_w,
+                sync_fd,
+                ipc_fd,
+                net_fd,
+                tty_child,
+                born_in_cgroup,
+            )
+        });
     }
-    let clone_err = std::io::Error::last_os_error();
-    if let Some(own) = restore_pid {
-        let _ = nix::sched::setns(&own, nix::sched::CloneFlags::CLONE_NEWPID);
-    }
-    if pid < 0 {
-        return Err(StartFailure::new(125, format!("clone: {clone_err}")));
-    }
-    let pid = Pid::from_raw(pid as i32);
     drop(out_w);
     drop(err_w);
     drop(sync_w);
@@ -188,26 +146,106 @@ pub fn spawn(spec: &ContainerSpec, joins: &Joins) -> Result<Spawned, StartFailur
         None => (None, None),
     };
     drop(tty_child);
+    await_exec(pid, sync_r)?;
+    if let Some(sock) = tty_parent {
+        let master = recv_fd(sock.as_raw_fd()).map_err(|e| {
+            StartFailure::new(125, format!("receive the terminal from the container: {e}"))
+        })?;
+        return Ok(Spawned {
+            pid,
+            stdout: master,
+            stderr: None,
+            tty: true,
+        });
+    }
+    Ok(Spawned {
+        pid,
+        stdout: out_r,
+        stderr: Some(err_r),
+        tty: false,
+    })
+}
+
+/// What `fork_child` returns in the child.
+pub(super) const IN_CHILD: Pid = Pid::from_raw(0);
+
+/// Forks (a raw clone with no new stack) with `flags` (namespaces and the exit signal); on
+/// v2 into `cgroup` at birth when the kernel can (5.7+). With `pid_ns`, the child is born in
+/// that PID namespace: the caller enters it for the duration of the fork (`setns` on a PID
+/// namespace only places the children made afterwards). Returns the child's pid (`IN_CHILD`
+/// in the child) and whether the child was born in the cgroup.
+pub(super) fn fork_child(
+    flags: libc::c_int,
+    cgroup: &Cgroup,
+    pid_ns: Option<&OwnedFd>,
+    whose: &str,
+) -> Result<(Pid, bool), StartFailure> {
+    let restore = match pid_ns {
+        Some(target) => {
+            let own = open_ns(Path::new("/proc/self/ns/pid"))?;
+            nix::sched::setns(target, nix::sched::CloneFlags::CLONE_NEWPID).map_err(|e| {
+                StartFailure::new(125, format!("join the {whose} PID namespace: {e}"))
+            })?;
+            Some(own)
+        }
+        None => None,
+    };
+    let forked = clone_raw(flags, cgroup);
+    if let Some(own) = restore {
+        // Only the caller goes back: in the child, this would place its children (an init's
+        // command) outside the container's PID namespace.
+        if !matches!(forked, Ok((IN_CHILD, _))) {
+            let _ = nix::sched::setns(&own, nix::sched::CloneFlags::CLONE_NEWPID);
+        }
+    }
+    forked.map_err(|e| StartFailure::new(125, format!("clone: {e}")))
+}
+
+fn clone_raw(flags: libc::c_int, cgroup: &Cgroup) -> std::io::Result<(Pid, bool)> {
+    let cgroup_dir = cgroup
+        .v2_dir()
+        .and_then(|d| File::open(d).ok().map(OwnedFd::from));
+    if let Some(Ok(pid)) = cgroup_dir.as_ref().map(|d| clone_into(flags, d)) {
+        return Ok((Pid::from_raw(pid as i32), true));
+    }
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            flags as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((Pid::from_raw(pid as i32), false))
+}
+
+/// The child's side: runs `setup`, which only returns on failure; the failure's message goes
+/// to the parent over `sync_w` and its code becomes the exit status.
+pub(super) fn child_main(
+    sync_w: OwnedFd,
+    setup: impl FnOnce() -> Result<Never, StartFailure>,
+) -> ! {
+    let failure = match setup() {
+        Ok(never) => match never {},
+        Err(f) => f,
+    };
+    let mut w = File::from(sync_w);
+    let _ = w.write_all(failure.msg.as_bytes());
+    unsafe { libc::_exit(failure.exit_code) };
+}
+
+/// The parent's side: EOF on the close-on-exec pipe means the child exec'd; bytes are why
+/// it did not, and then the child is reaped for its exit code.
+pub(super) fn await_exec(pid: Pid, sync_r: OwnedFd) -> Result<(), StartFailure> {
     let mut msg = String::new();
     let _ = File::from(sync_r).read_to_string(&mut msg);
     if msg.is_empty() {
-        if let Some(sock) = tty_parent {
-            let master = recv_fd(sock.as_raw_fd()).map_err(|e| {
-                StartFailure::new(125, format!("receive the terminal from the container: {e}"))
-            })?;
-            return Ok(Spawned {
-                pid,
-                stdout: master,
-                stderr: None,
-                tty: true,
-            });
-        }
-        return Ok(Spawned {
-            pid,
-            stdout: out_r,
-            stderr: Some(err_r),
-            tty: false,
-        });
+        return Ok(());
     }
     let exit_code = match waitpid(pid, None) {
         Ok(WaitStatus::Exited(_, c)) => c,
@@ -216,7 +254,7 @@ pub fn spawn(spec: &ContainerSpec, joins: &Joins) -> Result<Spawned, StartFailur
     Err(StartFailure::new(exit_code, msg))
 }
 
-enum Never {}
+pub(super) enum Never {}
 
 /// The kernel's `struct clone_args` (version 2, with `cgroup`).
 #[repr(C)]
@@ -274,24 +312,8 @@ fn child(
     let fail = |msg: String| StartFailure::new(125, msg);
     crate::timing::mark("cloned");
 
-    // The shim blocks signals for its signalfd and Rust ignores SIGPIPE: neither may leak
-    // into the container.
-    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
-        .map_err(|e| fail(format!("reset signal mask: {e}")))?;
-    for sig in 1..=64 {
-        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
-            continue;
-        }
-        unsafe { libc::signal(sig, libc::SIG_DFL) };
-    }
-    // Its own session: a terminal's Ctrl-C reaches skiff, which decides how to stop.
-    nix::unistd::setsid().map_err(|e| fail(format!("setsid: {e}")))?;
-    // The shim is the container's monitor: if it dies, the container must not outlive it
-    // unwatched.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-
-    nix::unistd::dup2(out_w.as_raw_fd(), 1).map_err(|e| fail(format!("stdout: {e}")))?;
-    nix::unistd::dup2(err_w.as_raw_fd(), 2).map_err(|e| fail(format!("stderr: {e}")))?;
+    reset_process_state()?;
+    set_output(&out_w, &err_w)?;
 
     // Join the cgroup before anything is allocated on the container's behalf, then a cgroup
     // namespace rooted there.
@@ -320,11 +342,7 @@ fn child(
 
     super::rootfs::setup(spec, &spec.etc_dir).map_err(fail)?;
     crate::timing::mark("rootfs_done");
-    // stdin is the container's own /dev/null, opened inside its root.
-    let devnull = nix::fcntl::open("/dev/null", OFlag::O_RDONLY, nix::sys::stat::Mode::empty())
-        .map_err(|e| fail(format!("open /dev/null: {e}")))?;
-    nix::unistd::dup2(devnull, 0).map_err(|e| fail(format!("stdin: {e}")))?;
-    let _ = nix::unistd::close(devnull);
+    stdin_from_dev_null()?;
     if spec.new_namespace(Ns::Uts) {
         if let Some(h) = spec.oci.hostname() {
             nix::unistd::sethostname(h).map_err(|e| fail(format!("sethostname: {e}")))?;
@@ -334,8 +352,71 @@ fn child(
         crate::net::loopback_up().map_err(|e| fail(format!("loopback: {e}")))?;
     }
 
-    let process = spec.process();
-    for rl in process.rlimits().iter().flatten() {
+    apply_rlimits(spec)?;
+    // The user, from the container's own files (we are inside its root now).
+    let ids = resolve_user(spec.user.as_deref())?;
+    let env = process_env(spec.env(), &[], &ids);
+    enter_working_dir(spec, true)?;
+
+    let tty_master = match tty_sock {
+        Some(sock) => Some(setup_tty(sock).map_err(fail)?),
+        None => None,
+    };
+    drop(tty_master);
+
+    let plan = ExecPlan::new(spec, spec.args(), env, ids)?;
+    plan.drop_privileges()?;
+    // A change of credentials clears the parent-death signal: set it again, so that a
+    // container of another user does not outlive its shim either.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    if spec.init {
+        // PID 1 stays ours: it reaps and forwards signals; the command runs as its child.
+        super::init::start(&[sync_fd]).map_err(fail)?;
+    }
+    crate::timing::mark("exec");
+    plan.exec()
+}
+
+/// The shim blocks signals for its signalfd and Rust ignores SIGPIPE: neither may leak into
+/// the container. Its own session: a terminal's Ctrl-C reaches skiff, which decides how to
+/// stop. Death with the shim: a container process must not outlive its monitor unwatched.
+pub(super) fn reset_process_state() -> Result<(), StartFailure> {
+    let fail = |msg: String| StartFailure::new(125, msg);
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+        .map_err(|e| fail(format!("reset signal mask: {e}")))?;
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+    nix::unistd::setsid().map_err(|e| fail(format!("setsid: {e}")))?;
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    Ok(())
+}
+
+/// The pipes to the shim become stdout and stderr.
+pub(super) fn set_output(out_w: &OwnedFd, err_w: &OwnedFd) -> Result<(), StartFailure> {
+    let fail = |msg: String| StartFailure::new(125, msg);
+    nix::unistd::dup2(out_w.as_raw_fd(), 1).map_err(|e| fail(format!("stdout: {e}")))?;
+    nix::unistd::dup2(err_w.as_raw_fd(), 2).map_err(|e| fail(format!("stderr: {e}")))?;
+    Ok(())
+}
+
+/// stdin is the container's own /dev/null, opened inside its root.
+pub(super) fn stdin_from_dev_null() -> Result<(), StartFailure> {
+    let fail = |msg: String| StartFailure::new(125, msg);
+    let devnull = nix::fcntl::open("/dev/null", OFlag::O_RDONLY, nix::sys::stat::Mode::empty())
+        .map_err(|e| fail(format!("open /dev/null: {e}")))?;
+    nix::unistd::dup2(devnull, 0).map_err(|e| fail(format!("stdin: {e}")))?;
+    let _ = nix::unistd::close(devnull);
+    Ok(())
+}
+
+/// The container's rlimits; one skiff cannot set is an error naming it and both numbers.
+pub(super) fn apply_rlimits(spec: &ContainerSpec) -> Result<(), StartFailure> {
+    let fail = |msg: String| StartFailure::new(125, msg);
+    for rl in spec.process().rlimits().iter().flatten() {
         let res = rlimit_resource(rl.typ())
             .ok_or_else(|| fail(format!("rlimit {} is not supported", rl.typ())))?;
         let lim = libc::rlimit {
@@ -358,108 +439,163 @@ fn child(
             )));
         }
     }
+    Ok(())
+}
 
-    // The user, from the container's own files (we are inside its root now).
-    let ids = {
-        let passwd = user::read_etc_file("/etc/passwd").map_err(|e| fail(e.to_string()))?;
-        let group = user::read_etc_file("/etc/group").map_err(|e| fail(e.to_string()))?;
-        user::resolve(spec.user.as_deref(), passwd.as_deref(), group.as_deref())
-            .map_err(|e| fail(e.to_string()))?
-    };
-    let mut env: Vec<String> = spec.env().to_vec();
+/// Resolves `user` against the container's /etc/passwd and /etc/group: call it inside the
+/// container's root.
+pub(super) fn resolve_user(user: Option<&str>) -> Result<user::Ids, StartFailure> {
+    let fail = |msg: String| StartFailure::new(125, msg);
+    let passwd = user::read_etc_file("/etc/passwd").map_err(|e| fail(e.to_string()))?;
+    let group = user::read_etc_file("/etc/group").map_err(|e| fail(e.to_string()))?;
+    user::resolve(user, passwd.as_deref(), group.as_deref()).map_err(|e| fail(e.to_string()))
+}
+
+/// The process's environment: the container's, then `overrides` (`NAME=value`; a name
+/// already set takes the new value), and `HOME` from passwd when neither sets it.
+pub(super) fn process_env(base: &[String], overrides: &[String], ids: &user::Ids) -> Vec<String> {
+    let name = |kv: &str| kv.split_once('=').map_or(kv, |(k, _)| k).to_string();
+    let mut env: Vec<String> = base.to_vec();
+    for kv in overrides {
+        let k = name(kv);
+        match env.iter_mut().find(|e| name(e) == k) {
+            Some(slot) => *slot = kv.clone(),
+            None => env.push(kv.clone()),
+        }
+    }
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={}", ids.home));
     }
+    env
+}
 
-    let cwd_s = process.cwd().display().to_string();
+/// Enters the container's working directory (`create`: making it first, as at the start)
+/// and checks that it lies inside the root: one reached through a leaked fd of the host
+/// (CVE-2024-21626) has no path from this root, and getcwd says so.
+pub(super) fn enter_working_dir(spec: &ContainerSpec, create: bool) -> Result<(), StartFailure> {
+    let fail = |msg: String| StartFailure::new(125, msg);
+    let cwd_s = spec.process().cwd().display().to_string();
     let cwd = Path::new(&cwd_s);
-    std::fs::create_dir_all(cwd).map_err(|e| fail(format!("working directory {cwd_s}: {e}")))?;
+    if create {
+        std::fs::create_dir_all(cwd)
+            .map_err(|e| fail(format!("working directory {cwd_s}: {e}")))?;
+    }
     nix::unistd::chdir(cwd)
         .map_err(|e| fail(format!("chdir to working directory {cwd_s}: {e}")))?;
-    // The working directory must be inside the new root: one reached through a leaked fd of
-    // the host (CVE-2024-21626) has no path from this root, and getcwd says so.
     match nix::unistd::getcwd() {
-        Ok(p) if p.starts_with("/") => {}
-        _ => {
+        Ok(p) if p.starts_with("/") => Ok(()),
+        _ => Err(fail(format!(
+            "working directory {cwd_s} is outside the container"
+        ))),
+    }
+}
+
+/// The last steps before exec, everything that allocates or reads files done up front: the
+/// capabilities, the compiled seccomp filter, the executable found in PATH, argv and envp.
+pub(super) struct ExecPlan {
+    capset: CapSet,
+    filter: Option<Vec<libc::sock_filter>>,
+    ids: user::Ids,
+    no_new_privs: bool,
+    exe: String,
+    exe_c: CString,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+}
+
+impl ExecPlan {
+    pub(super) fn new(
+        spec: &ContainerSpec,
+        args: &[String],
+        env: Vec<String>,
+        ids: user::Ids,
+    ) -> Result<ExecPlan, StartFailure> {
+        let fail = |msg: String| StartFailure::new(125, msg);
+        let process = spec.process();
+        let capset = match process
+            .capabilities()
+            .as_ref()
+            .and_then(|c| c.bounding().as_ref())
+        {
+            Some(b) => {
+                let names: Vec<String> = b
+                    .iter()
+                    .map(|c| c.to_string().trim_start_matches("CAP_").to_string())
+                    .collect();
+                CapSet::from_names(&names).map_err(|e| fail(e.to_string()))?
+            }
+            None => CapSet::default(),
+        };
+        let filter = match spec.linux().and_then(|l| l.seccomp().as_ref()) {
+            Some(profile) => Some(seccomp::compile(profile).map_err(|e| fail(e.to_string()))?),
+            None => None,
+        };
+
+        let path_var = env
+            .iter()
+            .find_map(|e| e.strip_prefix("PATH="))
+            .unwrap_or(super::spec::DEFAULT_PATH)
+            .to_string();
+        let arg0 = args
+            .first()
+            .ok_or_else(|| fail("no command given".to_string()))?;
+        let exe = resolve_exe(arg0, &path_var)?;
+        let c = |s: &str| {
+            CString::new(s).map_err(|_| fail(format!("argument {s:?} contains a NUL byte")))
+        };
+        let argv: Vec<CString> = args.iter().map(|a| c(a)).collect::<Result<_, _>>()?;
+        let envp: Vec<CString> = env.iter().map(|a| c(a)).collect::<Result<_, _>>()?;
+        let exe_c = c(&exe)?;
+        Ok(ExecPlan {
+            capset,
+            filter,
+            ids,
+            no_new_privs: process.no_new_privileges() == Some(true),
+            exe,
+            exe_c,
+            argv,
+            envp,
+        })
+    }
+
+    /// Bounding set (while CAP_SETPCAP is still held), user and groups, the final
+    /// capability sets, no_new_privs.
+    pub(super) fn drop_privileges(&self) -> Result<(), StartFailure> {
+        let fail = |msg: String| StartFailure::new(125, msg);
+        caps::drop_bounding(self.capset).map_err(fail)?;
+        user::switch(&self.ids).map_err(fail)?;
+        caps::apply(self.capset, self.ids.uid).map_err(fail)?;
+        if self.no_new_privs && unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
             return Err(fail(format!(
-                "working directory {cwd_s} is outside the container"
-            )))
+                "no_new_privs: {}",
+                std::io::Error::last_os_error()
+            )));
         }
+        Ok(())
     }
 
-    let tty_master = match tty_sock {
-        Some(sock) => Some(setup_tty(sock).map_err(fail)?),
-        None => None,
-    };
-    drop(tty_master);
-
-    let capset = match process
-        .capabilities()
-        .as_ref()
-        .and_then(|c| c.bounding().as_ref())
-    {
-        Some(b) => {
-            let names: Vec<String> = b
-                .iter()
-                .map(|c| c.to_string().trim_start_matches("CAP_").to_string())
-                .collect();
-            CapSet::from_names(&names).map_err(|e| fail(e.to_string()))?
+    /// Installs seccomp, marks every fd above stdio close-on-exec and execs; returns only
+    /// why it could not (126 for a file that cannot run, 127 for one that is not there).
+    pub(super) fn exec(self) -> Result<Never, StartFailure> {
+        if let Some(prog) = &self.filter {
+            seccomp::install(prog).map_err(|e| StartFailure::new(125, e.to_string()))?;
         }
-        None => CapSet::default(),
-    };
-    let filter = match spec.linux().and_then(|l| l.seccomp().as_ref()) {
-        Some(profile) => Some(seccomp::compile(profile).map_err(|e| fail(e.to_string()))?),
-        None => None,
-    };
-
-    let path_var = env
-        .iter()
-        .find_map(|e| e.strip_prefix("PATH="))
-        .unwrap_or(super::spec::DEFAULT_PATH)
-        .to_string();
-    let args = spec.args();
-    let exe = resolve_exe(&args[0], &path_var)?;
-    let c =
-        |s: &str| CString::new(s).map_err(|_| fail(format!("argument {s:?} contains a NUL byte")));
-    let argv: Vec<CString> = args.iter().map(|a| c(a)).collect::<Result<_, _>>()?;
-    let envp: Vec<CString> = env.iter().map(|a| c(a)).collect::<Result<_, _>>()?;
-    let exe_c = c(&exe)?;
-
-    caps::drop_bounding(capset).map_err(fail)?;
-    user::switch(&ids).map_err(fail)?;
-    caps::apply(capset, ids.uid).map_err(fail)?;
-    if process.no_new_privileges() == Some(true)
-        && unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0
-    {
-        return Err(fail(format!(
-            "no_new_privs: {}",
-            std::io::Error::last_os_error()
-        )));
+        close_other_fds();
+        let exe = self.exe;
+        let err = nix::unistd::execve(&self.exe_c, &self.argv, &self.envp).unwrap_err();
+        Err(match err {
+            nix::errno::Errno::ENOENT => {
+                StartFailure::new(127, format!("exec {exe}: no such file or directory"))
+            }
+            nix::errno::Errno::EACCES => {
+                StartFailure::new(126, format!("exec {exe}: permission denied"))
+            }
+            nix::errno::Errno::ENOEXEC => {
+                StartFailure::new(126, format!("exec {exe}: exec format error"))
+            }
+            e => StartFailure::new(126, format!("exec {exe}: {e}")),
+        })
     }
-
-    if spec.init {
-        // PID 1 stays ours: it reaps and forwards signals; the command runs as its child.
-        super::init::start(&[sync_fd]).map_err(fail)?;
-    }
-    if let Some(prog) = &filter {
-        seccomp::install(prog).map_err(|e| fail(e.to_string()))?;
-    }
-
-    crate::timing::mark("exec");
-    close_other_fds();
-    let err = nix::unistd::execve(&exe_c, &argv, &envp).unwrap_err();
-    Err(match err {
-        nix::errno::Errno::ENOENT => {
-            StartFailure::new(127, format!("exec {exe}: no such file or directory"))
-        }
-        nix::errno::Errno::EACCES => {
-            StartFailure::new(126, format!("exec {exe}: permission denied"))
-        }
-        nix::errno::Errno::ENOEXEC => {
-            StartFailure::new(126, format!("exec {exe}: exec format error"))
-        }
-        e => StartFailure::new(126, format!("exec {exe}: {e}")),
-    })
 }
 
 fn rlimit_resource(t: oci_spec::runtime::PosixRlimitType) -> Option<u32> {
@@ -628,4 +764,29 @@ pub fn adopt_fd(fd: i32) -> Option<OwnedFd> {
         return None;
     }
     Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_overrides_and_home() {
+        let ids = user::Ids {
+            uid: 65534,
+            gid: 65534,
+            additional_gids: vec![],
+            home: "/nonexistent".into(),
+        };
+        let base = vec!["PATH=/bin".to_string(), "A=1".to_string()];
+        assert_eq!(
+            process_env(&base, &[], &ids),
+            ["PATH=/bin", "A=1", "HOME=/nonexistent"]
+        );
+        let over = vec!["A=2=3".to_string(), "B=".to_string(), "HOME=/h".to_string()];
+        assert_eq!(
+            process_env(&base, &over, &ids),
+            ["PATH=/bin", "A=2=3", "B=", "HOME=/h"]
+        );
+    }
 }

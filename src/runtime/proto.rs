@@ -58,6 +58,33 @@ pub enum Command {
         rows: u16,
         cols: u16,
     },
+    /// Run a process in a running container (`skiff exec`, health checks). Its events
+    /// (`exec_output`, then `exec_exited` or `exec_failed`) go to the asking client only, and
+    /// it is killed when that client goes away.
+    Exec {
+        container: String,
+        /// Chosen by the client; names the exec in its events.
+        id: String,
+        #[serde(rename = "command")]
+        cmd: Vec<String>,
+        /// `NAME=value` on top of the container's environment.
+        #[serde(default)]
+        env: Vec<String>,
+        /// The container's user when absent.
+        #[serde(default)]
+        user: Option<String>,
+        /// SIGKILL after this long, reported as `timed_out`.
+        #[serde(default)]
+        timeout_ms: Option<u64>,
+    },
+}
+
+/// Which output of an exec'd process a chunk comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,6 +110,26 @@ pub enum Event {
         exit_code: i32,
         signal: Option<i32>,
         oom_killed: bool,
+    },
+    /// Output of an exec'd process: `data` is base64 (output need not be text, and a chunk
+    /// may end inside a UTF-8 sequence).
+    ExecOutput {
+        id: String,
+        stream: OutputStream,
+        data: String,
+    },
+    /// The exec'd process ended (its output was sent before). `exit_code` is 128 + the
+    /// signal for a killed one; `timed_out`: killed because its timeout passed.
+    ExecExited {
+        id: String,
+        exit_code: i32,
+        timed_out: bool,
+    },
+    /// The process could not be started (125, 126 not executable, 127 not found).
+    ExecFailed {
+        id: String,
+        exit_code: i32,
+        error: String,
     },
     /// Every container has stopped. `exit_code`: that of the essential container that
     /// stopped first.
@@ -179,6 +226,45 @@ mod tests {
             exit_code: 137,
             signal: Some(9),
             oom_killed: true,
+        };
+        let s = serde_json::to_string(&e).unwrap();
+        assert_eq!(serde_json::from_str::<Event>(&s).unwrap(), e);
+    }
+
+    #[test]
+    fn exec_wire_shapes() {
+        let c: Command = serde_json::from_str(
+            r#"{"cmd":"exec","container":"web","id":"h1","command":["curl","-f","localhost"]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c,
+            Command::Exec {
+                container: "web".into(),
+                id: "h1".into(),
+                cmd: vec!["curl".into(), "-f".into(), "localhost".into()],
+                env: vec![],
+                user: None,
+                timeout_ms: None,
+            }
+        );
+        let s = serde_json::to_string(&c).unwrap();
+        assert!(s.starts_with(r#"{"cmd":"exec","#), "{s}");
+        assert_eq!(serde_json::from_str::<Command>(&s).unwrap(), c);
+        let e = Event::ExecOutput {
+            id: "h1".into(),
+            stream: OutputStream::Stderr,
+            data: "aGk=".into(),
+        };
+        let s = serde_json::to_string(&e).unwrap();
+        assert_eq!(
+            s,
+            r#"{"event":"exec_output","id":"h1","stream":"stderr","data":"aGk="}"#
+        );
+        let e = Event::ExecExited {
+            id: "h1".into(),
+            exit_code: 137,
+            timed_out: true,
         };
         let s = serde_json::to_string(&e).unwrap();
         assert_eq!(serde_json::from_str::<Event>(&s).unwrap(), e);

@@ -19,11 +19,13 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+use super::exec::{exec_in, ExecProcess};
 use super::lifecycle;
 use super::logfile::{LogStream, LogWriter};
 use super::process::{self, adopt_fd, Joins};
 use super::proto::{
-    now_ms, Command, ContainerState, Event, ShimConfig, Status, TaskState, READY_FD, SOCKET_FILE,
+    now_ms, Command, ContainerState, Event, OutputStream, ShimConfig, Status, TaskState, READY_FD,
+    SOCKET_FILE,
 };
 use super::spec::ContainerSpec;
 use crate::cgroup::{Cgroup, OomWatch};
@@ -59,8 +61,37 @@ struct Container {
 }
 
 struct Client {
+    id: u64,
     sock: UnixStream,
+    /// Bytes read, up to the next newline.
     buf: Vec<u8>,
+    /// Bytes the socket did not take yet.
+    out: Vec<u8>,
+    /// Removed (and its execs killed) at the end of the loop's turn.
+    gone: bool,
+}
+
+/// A client with more than this waiting to be written is dropped rather than let the shim's
+/// memory grow.
+const CLIENT_BACKLOG: usize = 1 << 20;
+/// An exec's pipes are read only while its client has less than this waiting: a slow client
+/// slows the process down (its pipe fills) instead of growing the shim.
+const EXEC_BACKLOG: usize = 64 << 10;
+/// What is read from each of an exec's pipes once it has exited (a child it left behind may
+/// hold them open and keep writing).
+const EXEC_DRAIN_MAX: usize = 128 << 10;
+
+/// A process started in a container by a client's `exec`.
+struct Exec {
+    /// The client's name for it.
+    id: String,
+    /// The client that asked, the only one its events go to; None once it has gone.
+    client: Option<u64>,
+    pid: Pid,
+    streams: Vec<(OutputStream, OwnedFd)>,
+    deadline: Option<Instant>,
+    timed_out: bool,
+    killed: bool,
 }
 
 struct Shim {
@@ -70,6 +101,8 @@ struct Shim {
     echo_output: bool,
     containers: Vec<Container>,
     clients: Vec<Client>,
+    next_client_id: u64,
+    execs: Vec<Exec>,
     /// Every event so far, serialized: a client that connects late gets them first.
     history: Vec<Vec<u8>>,
     stopping: bool,
@@ -175,6 +208,8 @@ fn run(config_path: &Path) -> Result<(), String> {
             })
             .collect(),
         clients: Vec::new(),
+        next_client_id: 0,
+        execs: Vec::new(),
         history: Vec::new(),
         stopping: false,
         stop_reason: None,
@@ -206,11 +241,16 @@ fn run(config_path: &Path) -> Result<(), String> {
     }
 
     loop {
+        shim.sweep_clients();
         let running = shim.containers.iter().any(|c| c.pid.is_some() && !c.exited);
         let streams_open = shim.containers.iter().any(|c| !c.streams.is_empty());
         let waiting = shim.waiting();
-        if !running && !streams_open && !waiting {
+        if !running && !streams_open && !waiting && shim.execs.is_empty() {
             break;
+        }
+        if !running {
+            // Their containers are gone: nothing they do matters any more.
+            shim.kill_execs();
         }
 
         // Poll set: [listener, signalfd, stdin?, clients..., streams..., ooms...]
@@ -225,7 +265,11 @@ fn run(config_path: &Path) -> Result<(), String> {
         });
         let client_base = fds.len();
         for c in &shim.clients {
-            fds.push(PollFd::new(b(c.sock.as_raw_fd()), PollFlags::POLLIN));
+            let mut ev = PollFlags::POLLIN;
+            if !c.out.is_empty() {
+                ev |= PollFlags::POLLOUT;
+            }
+            fds.push(PollFd::new(b(c.sock.as_raw_fd()), ev));
         }
         let stream_base = fds.len();
         let mut stream_ids = Vec::new();
@@ -233,6 +277,17 @@ fn run(config_path: &Path) -> Result<(), String> {
             for (si, s) in c.streams.iter().enumerate() {
                 fds.push(PollFd::new(b(s.fd.as_raw_fd()), PollFlags::POLLIN));
                 stream_ids.push((ci, si));
+            }
+        }
+        let exec_base = fds.len();
+        let mut exec_stream_ids = Vec::new();
+        for (ei, e) in shim.execs.iter().enumerate() {
+            if shim.backlog(e.client) >= EXEC_BACKLOG {
+                continue;
+            }
+            for (si, (_, fd)) in e.streams.iter().enumerate() {
+                fds.push(PollFd::new(b(fd.as_raw_fd()), PollFlags::POLLIN));
+                exec_stream_ids.push((ei, si));
             }
         }
         let oom_base = fds.len();
@@ -253,6 +308,7 @@ fn run(config_path: &Path) -> Result<(), String> {
             .containers
             .iter()
             .filter_map(|c| c.kill_at)
+            .chain(shim.execs.iter().filter_map(|e| e.deadline))
             .min()
             .map(|k| k.saturating_duration_since(now));
         if oom_pending {
@@ -285,20 +341,24 @@ fn run(config_path: &Path) -> Result<(), String> {
         let listener_ready = ready(&fds[0]);
         let sfd_ready = ready(&fds[1]);
         let stdin_ready = stdin_idx.is_some_and(|i| ready(&fds[i]));
-        let ready_clients: Vec<usize> = (0..shim.clients.len())
-            .filter(|k| ready(&fds[client_base + k]))
+        let fds_ref = &fds;
+        let ready_ids = |base: usize, n: usize| (0..n).filter(move |k| ready(&fds_ref[base + k]));
+        let ready_clients: Vec<usize> = ready_ids(client_base, shim.clients.len()).collect();
+        let writable_clients: Vec<usize> = (0..shim.clients.len())
+            .filter(|k| {
+                fds[client_base + k]
+                    .revents()
+                    .is_some_and(|r| r.contains(PollFlags::POLLOUT))
+            })
             .collect();
-        let ready_streams: Vec<(usize, usize)> = stream_ids
-            .iter()
-            .enumerate()
-            .filter(|(k, _)| ready(&fds[stream_base + k]))
-            .map(|(_, id)| *id)
+        let ready_exec_streams: Vec<(usize, usize)> = ready_ids(exec_base, exec_stream_ids.len())
+            .map(|k| exec_stream_ids[k])
             .collect();
-        let ready_ooms: Vec<usize> = oom_ids
-            .iter()
-            .enumerate()
-            .filter(|(k, _)| ready(&fds[oom_base + k]))
-            .map(|(_, ci)| *ci)
+        let ready_streams: Vec<(usize, usize)> = ready_ids(stream_base, stream_ids.len())
+            .map(|k| stream_ids[k])
+            .collect();
+        let ready_ooms: Vec<usize> = ready_ids(oom_base, oom_ids.len())
+            .map(|k| oom_ids[k])
             .collect();
         drop(fds);
 
@@ -321,6 +381,18 @@ fn run(config_path: &Path) -> Result<(), String> {
         for (ci, si) in closed.into_iter().rev() {
             shim.containers[ci].streams.remove(si);
         }
+        for k in writable_clients {
+            shim.flush_client(k);
+        }
+        let mut closed = Vec::new();
+        for (ei, si) in ready_exec_streams {
+            if !shim.pump_exec(ei, si, EXEC_BACKLOG) {
+                closed.push((ei, si));
+            }
+        }
+        for (ei, si) in closed.into_iter().rev() {
+            shim.execs[ei].streams.remove(si);
+        }
 
         if sfd_ready {
             while let Ok(Some(info)) = sfd.read_signal() {
@@ -338,7 +410,7 @@ fn run(config_path: &Path) -> Result<(), String> {
                 shim.attach(sock);
             }
         }
-        for k in ready_clients.into_iter().rev() {
+        for k in ready_clients {
             shim.read_client(k);
         }
 
@@ -358,6 +430,14 @@ fn run(config_path: &Path) -> Result<(), String> {
                 if let (Some(pid), false) = (c.pid, c.exited) {
                     let _ = kill(pid, Signal::SIGKILL);
                 }
+            }
+        }
+        for e in shim.execs.iter_mut() {
+            if e.deadline.is_some_and(|d| d <= now) {
+                e.deadline = None;
+                e.timed_out = true;
+                e.killed = true;
+                let _ = kill(e.pid, Signal::SIGKILL);
             }
         }
     }
@@ -431,58 +511,197 @@ impl Shim {
         }
     }
 
+    /// An event for every client, and for the history that later clients get first.
     fn emit(&mut self, ev: &Event) {
-        let mut line = serde_json::to_vec(ev).expect("event serializes");
-        line.push(b'\n');
-        // A client that cannot take a line now is dropped rather than stall the task.
-        self.clients.retain_mut(|c| c.sock.write_all(&line).is_ok());
+        let line = event_line(ev);
+        for c in self.clients.iter_mut() {
+            c.send(&line);
+        }
         self.history.push(line);
+    }
+
+    /// An event for one client only, kept out of the history (an exec's events).
+    fn send_to(&mut self, client: Option<u64>, ev: &Event) {
+        if let Some(c) = self.clients.iter_mut().find(|c| Some(c.id) == client) {
+            c.send(&event_line(ev));
+        }
     }
 
     fn attach(&mut self, sock: UnixStream) {
         let _ = sock.set_nonblocking(true);
+        self.next_client_id += 1;
         let mut c = Client {
+            id: self.next_client_id,
             sock,
             buf: Vec::new(),
+            out: Vec::new(),
+            gone: false,
         };
         for line in &self.history {
-            if c.sock.write_all(line).is_err() {
-                return;
-            }
+            c.send(line);
         }
         self.clients.push(c);
     }
 
     fn read_client(&mut self, k: usize) {
         let mut buf = [0u8; 1024];
-        let n = match self.clients[k].sock.read(&mut buf) {
+        let c = &mut self.clients[k];
+        if c.gone {
+            return;
+        }
+        let n = match c.sock.read(&mut buf) {
             Ok(0) => {
-                self.clients.remove(k);
+                c.gone = true;
                 return;
             }
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return,
             Err(_) => {
-                self.clients.remove(k);
+                c.gone = true;
                 return;
             }
         };
-        self.clients[k].buf.extend_from_slice(&buf[..n]);
-        if self.clients[k].buf.len() > 64 * 1024 {
-            self.clients.remove(k);
+        c.buf.extend_from_slice(&buf[..n]);
+        if c.buf.len() > 64 * 1024 {
+            c.gone = true;
             return;
         }
+        let id = c.id;
         while let Some(pos) = self.clients[k].buf.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = self.clients[k].buf.drain(..=pos).collect();
             match serde_json::from_slice::<Command>(&line) {
-                Ok(cmd) => self.command(cmd),
+                Ok(cmd) => self.command(cmd, id),
                 Err(e) => eprintln!("skiff shim: bad command: {e}"),
             }
         }
     }
 
-    fn command(&mut self, cmd: Command) {
+    fn flush_client(&mut self, k: usize) {
+        self.clients[k].flush();
+    }
+
+    /// What waits to be written to `client` (0 for one that has gone).
+    fn backlog(&self, client: Option<u64>) -> usize {
+        self.clients
+            .iter()
+            .find(|c| Some(c.id) == client && !c.gone)
+            .map_or(0, |c| c.out.len())
+    }
+
+    /// Drops the clients that went away; their execs are killed (nobody waits for them).
+    fn sweep_clients(&mut self) {
+        self.clients.retain(|c| !c.gone);
+        for e in self.execs.iter_mut() {
+            if e.client.is_some() && !self.clients.iter().any(|c| Some(c.id) == e.client) {
+                e.client = None;
+                e.streams.clear();
+                if !e.killed {
+                    e.killed = true;
+                    let _ = kill(e.pid, Signal::SIGKILL);
+                }
+            }
+        }
+    }
+
+    fn kill_execs(&mut self) {
+        for e in self.execs.iter_mut().filter(|e| !e.killed) {
+            e.killed = true;
+            let _ = kill(e.pid, Signal::SIGKILL);
+        }
+    }
+
+    fn start_exec(
+        &mut self,
+        client: u64,
+        container: String,
+        id: String,
+        p: ExecProcess,
+        timeout_ms: Option<u64>,
+    ) {
+        let failed = |exit_code: i32, error: String| Event::ExecFailed {
+            id: id.clone(),
+            exit_code,
+            error,
+        };
+        let target = match self.containers.iter().find(|c| c.spec.name == container) {
+            None => Err("no such container in the task".to_string()),
+            Some(c) => match (c.pid, c.exited) {
+                (Some(pid), false) => Ok((pid, c)),
+                (None, _) => Err("not started yet".to_string()),
+                (Some(_), true) => Err(format!(
+                    "not running (exited{})",
+                    c.state
+                        .exit_code
+                        .map(|code| format!(" with {code}"))
+                        .unwrap_or_default()
+                )),
+            },
+        };
+        let ev = match target {
+            Err(msg) => failed(125, msg),
+            Ok(_)
+                if self
+                    .execs
+                    .iter()
+                    .any(|e| e.client == Some(client) && e.id == id) =>
+            {
+                failed(125, format!("exec id {id:?} is in use"))
+            }
+            Ok((pid, c)) => match exec_in(&c.spec, pid, &p) {
+                Err(f) => failed(f.exit_code, f.msg),
+                Ok(sp) => {
+                    let mut streams = vec![(OutputStream::Stdout, sp.stdout)];
+                    streams.extend(sp.stderr.map(|e| (OutputStream::Stderr, e)));
+                    for (_, fd) in &streams {
+                        set_nonblocking(fd.as_raw_fd());
+                    }
+                    self.execs.push(Exec {
+                        id,
+                        client: Some(client),
+                        pid: sp.pid,
+                        streams,
+                        deadline: timeout_ms.map(|ms| Instant::now() + Duration::from_millis(ms)),
+                        timed_out: false,
+                        killed: false,
+                    });
+                    return;
+                }
+            },
+        };
+        self.send_to(Some(client), &ev);
+    }
+
+    /// Sends what is available on one of an exec's pipes to its client, until that client has
+    /// `limit` bytes waiting; false once the pipe reached EOF.
+    fn pump_exec(&mut self, ei: usize, si: usize, limit: usize) -> bool {
+        let mut buf = [0u8; 16384];
+        let mut sent = 0;
+        loop {
+            let e = &self.execs[ei];
+            if self.backlog(e.client) >= limit || sent >= EXEC_DRAIN_MAX {
+                return true;
+            }
+            let (stream, fd) = &e.streams[si];
+            let n = match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
+                Ok(0) => return false,
+                Ok(n) => n,
+                Err(nix::errno::Errno::EAGAIN) => return true,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return false,
+            };
+            sent += n;
+            use base64::Engine as _;
+            let ev = Event::ExecOutput {
+                id: e.id.clone(),
+                stream: *stream,
+                data: base64::engine::general_purpose::STANDARD.encode(&buf[..n]),
+            };
+            self.send_to(e.client, &ev);
+        }
+    }
+
+    fn command(&mut self, cmd: Command, from: u64) {
         match cmd {
             Command::Stop { force, reason } => {
                 let reason = reason.unwrap_or_else(|| REASON_USER.to_string());
@@ -496,6 +715,21 @@ impl Shim {
                         }
                     }
                 }
+            }
+            Command::Exec {
+                container,
+                id,
+                cmd,
+                env,
+                user,
+                timeout_ms,
+            } => {
+                let p = ExecProcess {
+                    args: cmd,
+                    env,
+                    user,
+                };
+                self.start_exec(from, container, id, p, timeout_ms);
             }
             Command::Resize { rows, cols } => {
                 let ws = libc::winsize {
@@ -912,6 +1146,10 @@ impl Shim {
                 WaitStatus::Signaled(pid, sig, _) => (pid, 128 + sig as i32, Some(sig as i32)),
                 _ => continue,
             };
+            if let Some(ei) = self.execs.iter().position(|e| e.pid == pid) {
+                self.exec_exited(ei, exit_code);
+                continue;
+            }
             let Some(ci) = self
                 .containers
                 .iter()
@@ -966,6 +1204,21 @@ impl Shim {
         }
     }
 
+    /// An exec'd process ended: what is left in its pipes, then its exit, to its client.
+    fn exec_exited(&mut self, ei: usize, exit_code: i32) {
+        for si in 0..self.execs[ei].streams.len() {
+            // No backlog limit now: the exit follows right after.
+            self.pump_exec(ei, si, usize::MAX);
+        }
+        let e = self.execs.remove(ei);
+        let ev = Event::ExecExited {
+            id: e.id,
+            exit_code,
+            timed_out: e.timed_out,
+        };
+        self.send_to(e.client, &ev);
+    }
+
     /// Every container has stopped: final state, the event, and the cgroups removed.
     fn finish(&mut self) {
         for c in self.containers.iter_mut() {
@@ -991,6 +1244,52 @@ impl Shim {
                 .unwrap_or_else(|| REASON_ESSENTIAL_EXITED.to_string()),
         };
         self.emit(&ev);
+        // What clients have not taken yet (the last of an exec's output, this event): a
+        // second at most each, as the shim exits next.
+        for c in self
+            .clients
+            .iter_mut()
+            .filter(|c| !c.gone && !c.out.is_empty())
+        {
+            let _ = c.sock.set_nonblocking(false);
+            let _ = c.sock.set_write_timeout(Some(Duration::from_secs(1)));
+            let _ = c.sock.write_all(&c.out);
+        }
         let _ = std::fs::remove_file(SOCKET_FILE);
+    }
+}
+
+fn event_line(ev: &Event) -> Vec<u8> {
+    let mut line = serde_json::to_vec(ev).expect("event serializes");
+    line.push(b'\n');
+    line
+}
+
+impl Client {
+    /// Writes `line` as far as the socket takes it now and keeps the rest; a client that
+    /// cannot keep up (or has gone) is marked gone rather than stall the task.
+    fn send(&mut self, line: &[u8]) {
+        if self.gone {
+            return;
+        }
+        self.out.extend_from_slice(line);
+        self.flush();
+        if self.out.len() > CLIENT_BACKLOG {
+            self.gone = true;
+        }
+    }
+
+    fn flush(&mut self) {
+        while !self.out.is_empty() && !self.gone {
+            match self.sock.write(&self.out) {
+                Ok(0) => self.gone = true,
+                Ok(n) => {
+                    self.out.drain(..n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => self.gone = true,
+            }
+        }
     }
 }

@@ -687,6 +687,8 @@ async fn supervise(
                         }
                         tracing::info!(container, exit_code, ?signal, oom_killed, "container exited");
                     }
+                    // Events of execs go only to the client that asked: never this one.
+                    Event::ExecOutput { .. } | Event::ExecExited { .. } | Event::ExecFailed { .. } => {}
                     Event::TaskStopped { exit_code, reason } => {
                         crate::timing::mark("task_stopped");
                         tracing::info!(?exit_code, reason, "task stopped");

@@ -352,3 +352,17 @@ pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<
     }
     None
 }
+
+/// A field of /proc/<pid>/status (`CapEff`, `Seccomp`, ...).
+pub fn status_field(text: &str, key: &str) -> String {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}:")))
+        .unwrap_or_else(|| panic!("{key} missing in {text}"))
+        .trim()
+        .to_string()
+}
+
+/// A hex number such as a capability mask.
+pub fn hex(s: &str) -> u64 {
+    u64::from_str_radix(s, 16).unwrap()
+}
