@@ -10,6 +10,7 @@ mod run;
 mod secret;
 mod stats;
 mod tasks;
+mod validate;
 
 use std::path::PathBuf;
 
@@ -89,6 +90,8 @@ enum Cmd {
     Rm(tasks::RmArgs),
     /// The local secret store that containers' `secrets[].valueFrom` resolve against.
     Secret(secret::SecretArgs),
+    /// Check task definitions against ECS's rules, reporting every problem with its path.
+    Validate(validate::ValidateArgs),
     /// Pull an image into the local store.
     Pull(images::PullArgs),
     /// List the images in the local store.
@@ -166,6 +169,7 @@ pub fn main() -> i32 {
                 tasks::inspect(args, &cli.state_dir, &placement, cli.task_cleanup_wait)
             }
             Cmd::Secret(args) => secret::run(args, &cli.state_dir),
+            Cmd::Validate(args) => validate::run(args),
             Cmd::Rm(args) => {
                 tasks::rm(args, &cli.state_dir, &placement, cli.task_cleanup_wait).await
             }

@@ -97,6 +97,10 @@ impl Created {
 
 /// Runs a task in the foreground and returns the exit code `skiff run` exits with.
 pub async fn run_foreground(td: TaskDefinition, opts: RunOptions) -> Result<i32, TaskError> {
+    let pending = crate::taskdef::not_yet_runnable(&td);
+    if !pending.is_empty() {
+        return Err(TaskError::Unsupported(pending.join("; ")));
+    }
     let mut created = Created {
         net: None,
         task_dir: None,

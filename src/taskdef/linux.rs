@@ -9,7 +9,7 @@ use std::net::IpAddr;
 
 use serde_json::{Map, Value};
 
-use super::parse::{get_string, is_empty_value, opt_value, Errors};
+use super::parse::{check_keys, get_string, is_empty_value, opt_value, Errors};
 use super::{
     ContainerDefinition, Device, DevicePermission, IpcMode, NetworkMode, PidMode, Tmpfs, Ulimit,
 };
@@ -248,7 +248,7 @@ fn parse_linux_parameters(
 }
 
 /// `key` as a boolean; false when absent or null.
-fn get_bool(obj: &Map<String, Value>, key: &str, path: &str, errs: &mut Errors) -> bool {
+pub(super) fn get_bool(obj: &Map<String, Value>, key: &str, path: &str, errs: &mut Errors) -> bool {
     match opt_value(obj, key) {
         None => false,
         Some(Value::Bool(b)) => *b,
@@ -256,13 +256,6 @@ fn get_bool(obj: &Map<String, Value>, key: &str, path: &str, errs: &mut Errors) 
             errs.push(&format!("{path}.{key}"), "must be true or false");
             false
         }
-    }
-}
-
-/// Reports every key of `o` not in `allowed` as unknown.
-fn check_keys(o: &Map<String, Value>, allowed: &[&str], path: &str, errs: &mut Errors) {
-    for k in o.keys().filter(|k| !allowed.contains(&k.as_str())) {
-        errs.push(&format!("{path}.{k}"), "unknown field");
     }
 }
 

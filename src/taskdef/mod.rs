@@ -3,13 +3,20 @@
 //! Parsing walks the JSON by hand rather than through serde derive so that every problem is
 //! reported with its field path, and all problems of a file are reported at once.
 
+mod container_meta;
 mod lifecycle;
 mod linux;
 mod network;
 mod parse;
+mod runnable;
+mod task_meta;
 pub mod units;
+mod volumes;
 
-pub use parse::parse_task_definition;
+use std::collections::BTreeMap;
+
+pub use parse::{parse_task_definition, parse_task_definition_with, ParseOptions};
+pub use runnable::not_yet_runnable;
 
 /// Errors of reading a task definition. Each carries the field paths of every problem found.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +59,135 @@ pub struct TaskDefinition {
     /// `ipcMode`: None = a private IPC namespace per container (Docker's default).
     pub ipc_mode: Option<IpcMode>,
     pub containers: Vec<ContainerDefinition>,
+    pub volumes: Vec<Volume>,
+    // The fields below describe the task to a scheduler or a person; a task run here needs
+    // none of them (the runtime platform is checked against the host while parsing).
+    /// `placementConstraints` (`memberOf` only in a task definition).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub placement_constraints: Vec<PlacementConstraint>,
+    /// `requiresCompatibilities`: `EC2`, `FARGATE`, `EXTERNAL`, `MANAGED_INSTANCES`.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub requires_compatibilities: Vec<String>,
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub runtime_platform: Option<RuntimePlatform>,
+    /// `ephemeralStorage.sizeInGiB` (21-200).
+    pub ephemeral_storage_gib: Option<u64>,
+    pub task_role_arn: Option<String>,
+    /// `executionRoleArn`: the role ECS's agent pulls images and reads secrets with; skiff
+    /// uses the host's own registry credentials and secret store instead.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub execution_role_arn: Option<String>,
+    /// `tags`: (key, value), in the order given.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub tags: Vec<(String, String)>,
+}
+
+/// One entry of the task's `volumes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Volume {
+    pub name: String,
+    pub kind: VolumeKind,
+}
+
+/// Where a volume's data lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VolumeKind {
+    /// `host.sourcePath`: a directory of the host, bind-mounted.
+    Host { source_path: String },
+    /// `dockerVolumeConfiguration`: a named volume of the `local` driver.
+    Docker(DockerVolumeConfiguration),
+    /// Neither (or `host` without `sourcePath`): an empty volume that lives as long as the
+    /// task, shared by the containers that mount it.
+    Task,
+}
+
+/// `dockerVolumeConfiguration.scope`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VolumeScope {
+    /// Removed when the task stops.
+    #[default]
+    Task,
+    /// Outlives the task; reused by name.
+    Shared,
+}
+
+/// `dockerVolumeConfiguration`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DockerVolumeConfiguration {
+    pub scope: VolumeScope,
+    /// Create a shared volume that does not exist yet (ECS uses it with `shared` scope only).
+    pub autoprovision: bool,
+    /// Always `local`: other drivers are volume plugins skiff cannot load.
+    pub driver: String,
+    /// The `local` driver's options (`type`, `device`, `o`).
+    pub driver_opts: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `mountPoints[]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountPoint {
+    /// Names an entry of the task's `volumes`.
+    pub source_volume: String,
+    pub container_path: String,
+    pub read_only: bool,
+}
+
+/// `volumesFrom[]`: every mount point of another container of the task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeFrom {
+    pub source_container: String,
+    pub read_only: bool,
+}
+
+/// `healthCheck`, with ECS's defaults filled in. Times are in seconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// `["CMD", prog, args...]` or `["CMD-SHELL", "shell command"]`.
+    pub command: Vec<String>,
+    /// 5-300, default 30.
+    pub interval: u64,
+    /// 2-60, default 5.
+    pub timeout: u64,
+    /// 1-10, default 3.
+    pub retries: u64,
+    /// 0-300, default 0: failures during this time after the start do not count.
+    pub start_period: u64,
+}
+
+/// `logConfiguration`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfiguration {
+    /// `json-file` or `none` (other drivers are refused by validation).
+    pub log_driver: String,
+    pub options: BTreeMap<String, String>,
+    /// `secretOptions`: (option name, valueFrom).
+    pub secret_options: Vec<(String, String)>,
+}
+
+/// `resourceRequirements[]`: `type` GPU or InferenceAccelerator (validation refuses both).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceRequirement {
+    pub kind: String,
+    pub value: String,
+}
+
+/// `placementConstraints[]` of a task definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacementConstraint {
+    /// Always `memberOf` in a task definition.
+    pub kind: String,
+    /// A cluster query language expression.
+    pub expression: String,
+}
+
+/// `runtimePlatform`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RuntimePlatform {
+    /// `X86_64` or `ARM64`.
+    pub cpu_architecture: Option<String>,
+    /// `LINUX`.
+    pub operating_system_family: Option<String>,
 }
 
 /// `pidMode`: `task` shares one PID namespace among the task's containers; `host` uses the
@@ -135,7 +271,8 @@ pub struct PortMapping {
     pub name: Option<String>,
 }
 
-/// `dependsOn[]`: `condition` is START, COMPLETE or SUCCESS (HEALTHY needs health checks).
+/// `dependsOn[]`: `condition` is START, COMPLETE, SUCCESS or HEALTHY (the target has a
+/// `healthCheck`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DependsOn {
     pub container: String,
@@ -210,4 +347,11 @@ pub struct ContainerDefinition {
     pub secrets: Vec<(String, String)>,
     /// `environmentFiles` given as local absolute paths.
     pub environment_files: Vec<String>,
+    pub mount_points: Vec<MountPoint>,
+    pub volumes_from: Vec<VolumeFrom>,
+    pub health_check: Option<HealthCheck>,
+    /// `dockerLabels`: metadata; nothing on this host reads them.
+    pub docker_labels: BTreeMap<String, String>,
+    pub log_configuration: Option<LogConfiguration>,
+    pub resource_requirements: Vec<ResourceRequirement>,
 }

@@ -5,7 +5,7 @@
 use serde_json::{Map, Value};
 
 use super::linux::TaskContext;
-use super::parse::{opt_value, Errors};
+use super::parse::{object, opt_value, Errors};
 use super::{ContainerDefinition, NetworkMode, PortMapping, PortProtocol};
 
 /// Container keys handled here.
@@ -128,15 +128,7 @@ fn parse_port_mapping(
     task: TaskContext,
     errs: &mut Errors,
 ) -> Option<PortMapping> {
-    let Some(obj) = v.as_object() else {
-        errs.push(path, "must be an object");
-        return None;
-    };
-    for k in obj.keys() {
-        if !PORT_MAPPING_KEYS.contains(&k.as_str()) {
-            errs.push(&format!("{path}.{k}"), "unknown field");
-        }
-    }
+    let obj = object(v, PORT_MAPPING_KEYS, path, errs)?;
     let protocol = match opt_value(obj, "protocol") {
         None => PortProtocol::Tcp,
         Some(Value::String(s)) if s == "tcp" => PortProtocol::Tcp,
@@ -184,6 +176,10 @@ fn parse_port_mapping(
         },
         (None, Some(v)) => {
             let rpath = format!("{path}.containerPortRange");
+            if task.network_mode == NetworkMode::Host {
+                errs.push(&rpath, "only in bridge or awsvpc network mode");
+                return None;
+            }
             match v.as_str().and_then(port_range) {
                 Some(r) if host_port.is_none() => r,
                 Some(_) => {
@@ -210,6 +206,15 @@ fn parse_port_mapping(
                 ),
             );
             return None;
+        }
+    }
+    // Service Connect's protocol: metadata only, for a proxy skiff does not run.
+    if let Some(a) = opt_value(obj, "appProtocol") {
+        if !matches!(a.as_str(), Some("http" | "http2" | "grpc")) {
+            errs.push(
+                &format!("{path}.appProtocol"),
+                "must be http, http2 or grpc",
+            );
         }
     }
     let name = match opt_value(obj, "name") {

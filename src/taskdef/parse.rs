@@ -1,14 +1,17 @@
 //! JSON → [`TaskDefinition`], collecting every problem with its field path.
 
+use std::ops::RangeInclusive;
+use std::path::Path;
+
 use serde_json::{Map, Value};
 
 use super::linux::{self, TaskContext};
 use super::units::{parse_cpu, parse_memory_mib};
-use super::{lifecycle, network};
+use super::{container_meta, lifecycle, network, task_meta, volumes};
 use super::{ContainerDefinition, NetworkMode, TaskDefError, TaskDefinition};
 
-/// Read-only keys of `describe-task-definition` output and registration metadata: accepted,
-/// and without effect on how a task runs.
+/// Read-only keys of `describe-task-definition` output: accepted, and without effect on how
+/// a task runs.
 const TASK_METADATA_KEYS: &[&str] = &[
     "taskDefinitionArn",
     "revision",
@@ -18,46 +21,90 @@ const TASK_METADATA_KEYS: &[&str] = &[
     "registeredAt",
     "registeredBy",
     "deregisteredAt",
-    "requiresCompatibilities",
-    "tags",
 ];
 
-/// Task keys of the ECS API that skiff does not honour yet. They are rejected when they carry
-/// a value rather than silently dropped; an empty value (null, false, [], {}, "") is accepted.
-const TASK_PENDING_KEYS: &[&str] = &[
-    "volumes",
-    "placementConstraints",
-    "proxyConfiguration",
-    "inferenceAccelerators",
-    "ephemeralStorage",
-    "taskRoleArn",
-    "executionRoleArn",
-    "enableFaultInjection",
-];
-
-const CONTAINER_PENDING_KEYS: &[&str] = &[
-    "mountPoints",
-    "volumesFrom",
-    "healthCheck",
-    "dockerLabels",
-    "logConfiguration",
-    "resourceRequirements",
-    "firelensConfiguration",
-    "dockerSecurityOptions",
-    "credentialSpecs",
-    "versionConsistency",
-];
-
-const MAX_CONTAINERS: usize = 10;
+/// Most containers in one task definition (ECS's limit).
+pub const MAX_CONTAINERS: usize = 10;
+/// Largest task definition ECS registers, measured as compact JSON.
+pub const MAX_JSON_BYTES: usize = 64 * 1024;
 /// ECS rejects container memory below 6 MiB.
 const MIN_CONTAINER_MEMORY_MIB: u64 = 6;
+/// Task-level `cpu` ECS accepts outside Fargate: 0.125 to 192 vCPU.
+const TASK_CPU_UNITS: RangeInclusive<u64> = 128..=196_608;
 
-pub(super) struct Errors(Vec<String>);
+/// How to read a task definition.
+#[derive(Debug, Clone, Default)]
+pub struct ParseOptions {
+    /// The family, over the one in the file (as `aws ecs register-task-definition --family`
+    /// over `--cli-input-json`); a bare `containerDefinitions` array needs it unless
+    /// `file_name` gives one.
+    pub family: Option<String>,
+    /// The file's name or path: a bare array's family is its name without the extension,
+    /// every character a family may not hold replaced with `-`.
+    pub file_name: Option<String>,
+    /// Unknown keys become warnings (and are ignored) instead of errors.
+    pub lenient: bool,
+}
+
+/// What [`parse_task_definition_with`] gives: the definition or all its errors, and the
+/// warnings (unknown keys in lenient mode) in either case.
+#[derive(Debug)]
+pub struct Parsed {
+    pub result: Result<TaskDefinition, TaskDefError>,
+    pub warnings: Vec<String>,
+}
+
+/// The problems found so far, each as `path: message`.
+pub(super) struct Errors {
+    errors: Vec<String>,
+    warnings: Vec<String>,
+    lenient: bool,
+}
 
 impl Errors {
-    pub(super) fn push(&mut self, path: &str, msg: impl std::fmt::Display) {
-        self.0.push(format!("{path}: {msg}"));
+    fn new(lenient: bool) -> Errors {
+        Errors {
+            errors: Vec::new(),
+            warnings: Vec::new(),
+            lenient,
+        }
     }
+
+    pub(super) fn push(&mut self, path: &str, msg: impl std::fmt::Display) {
+        self.errors.push(format!("{path}: {msg}"));
+    }
+
+    /// A key ECS does not know: an error, as in ECS's API, or in lenient mode a warning.
+    pub(super) fn unknown(&mut self, path: &str) {
+        if self.lenient {
+            self.warnings
+                .push(format!("{path}: unknown field (ignored)"));
+        } else {
+            self.push(path, "unknown field");
+        }
+    }
+}
+
+/// Reports every key of `o` not in `allowed` as unknown.
+pub(super) fn check_keys(o: &Map<String, Value>, allowed: &[&str], path: &str, errs: &mut Errors) {
+    for k in o.keys().filter(|k| !allowed.contains(&k.as_str())) {
+        errs.unknown(&format!("{path}.{k}"));
+    }
+}
+
+/// `v` as an object, its keys checked against `allowed`.
+pub(super) fn object<'a>(
+    v: &'a Value,
+    allowed: &[&str],
+    path: &str,
+    errs: &mut Errors,
+) -> Option<&'a Map<String, Value>> {
+    let Some(o) = v.as_object() else {
+        errs.push(path, "must be an object");
+        return None;
+    };
+    check_keys(o, allowed, path, errs);
+    Some(o)
 }
 
 pub(super) fn is_empty_value(v: &Value) -> bool {
@@ -70,50 +117,88 @@ pub(super) fn is_empty_value(v: &Value) -> bool {
     }
 }
 
-fn valid_name(s: &str) -> bool {
+/// ECS's rule for families, container and volume names: 1-255 letters, digits, `_`, `-`.
+pub(super) fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 255
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
+/// `name` made a valid family: each character a family may not hold becomes `-`.
+fn sanitize_family(name: &str) -> Option<String> {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(255)
+        .collect();
+    (!s.is_empty()).then_some(s)
+}
+
 /// Parses a task definition from JSON bytes. `family_hint` names the family when the input is
-/// a bare `containerDefinitions` array (usually the file's stem).
+/// a bare `containerDefinitions` array (usually the file's stem; made valid as a family).
 pub fn parse_task_definition(
     bytes: &[u8],
     family_hint: Option<&str>,
 ) -> Result<TaskDefinition, TaskDefError> {
-    let root: Value = serde_json::from_slice(bytes)
-        .map_err(|e| TaskDefError::Json(format!("not valid JSON: {e}")))?;
-    let mut errs = Errors(Vec::new());
-    let td = match root {
+    parse_bytes(bytes, None, family_hint.and_then(sanitize_family), false).result
+}
+
+/// Parses a task definition in any of the forms users have: the full object, the
+/// `--cli-input-json` object (with `tags`), a bare `containerDefinitions` array, or the
+/// `{"taskDefinition": {...}}` output of `describe-task-definition`.
+pub fn parse_task_definition_with(bytes: &[u8], opts: &ParseOptions) -> Parsed {
+    let from_file = opts
+        .file_name
+        .as_deref()
+        .and_then(|f| Path::new(f).file_stem())
+        .and_then(|s| sanitize_family(&s.to_string_lossy()));
+    parse_bytes(bytes, opts.family.as_deref(), from_file, opts.lenient)
+}
+
+fn parse_bytes(
+    bytes: &[u8],
+    family: Option<&str>,
+    bare_family: Option<String>,
+    lenient: bool,
+) -> Parsed {
+    let root: Value = match serde_json::from_slice(bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            return Parsed {
+                result: Err(TaskDefError::Json(format!("not valid JSON: {e}"))),
+                warnings: Vec::new(),
+            }
+        }
+    };
+    let mut errs = Errors::new(lenient);
+    let obj = match root {
         Value::Array(containers) => {
-            let family = family_hint.unwrap_or_default().to_string();
-            if !valid_name(&family) {
-                errs.push(
-                    "family",
-                    format!("a bare containerDefinitions array needs a family; {family:?} is not a valid one (1-255 letters, digits, '_' or '-')"),
-                );
-            }
             let mut obj = Map::new();
-            obj.insert("family".into(), Value::String(family));
-            obj.insert("containerDefinitions".into(), Value::Array(containers));
-            parse_task(&obj, &mut errs)
-        }
-        Value::Object(mut obj) => {
-            // describe-task-definition output wraps the definition.
-            if obj.len() == 1 && obj.contains_key("taskDefinition") {
-                match obj.remove("taskDefinition") {
-                    Some(Value::Object(inner)) => parse_task(&inner, &mut errs),
-                    _ => {
-                        errs.push("taskDefinition", "must be an object");
-                        None
-                    }
+            match family.map(str::to_string).or(bare_family) {
+                Some(f) => {
+                    obj.insert("family".into(), Value::String(f));
                 }
-            } else {
-                parse_task(&obj, &mut errs)
+                None => errs.push(
+                    "family",
+                    "a bare containerDefinitions array needs a family (give --family, or name the file after it)",
+                ),
             }
+            obj.insert("containerDefinitions".into(), Value::Array(containers));
+            Some(obj)
         }
+        Value::Object(obj)
+            if obj.contains_key("taskDefinition") && !obj.contains_key("containerDefinitions") =>
+        {
+            unwrap_describe(obj, &mut errs)
+        }
+        Value::Object(obj) => Some(obj),
         _ => {
             errs.push(
                 "(root)",
@@ -122,30 +207,69 @@ pub fn parse_task_definition(
             None
         }
     };
-    match td {
-        Some(td) if errs.0.is_empty() => Ok(td),
-        _ => Err(TaskDefError::Invalid(errs.0)),
+    let td = obj.and_then(|mut obj| {
+        if let Some(f) = family {
+            obj.insert("family".into(), Value::String(f.to_string()));
+        }
+        let size = serde_json::to_vec(&obj).map_or(0, |v| v.len());
+        if size > MAX_JSON_BYTES {
+            errs.push(
+                "(root)",
+                format!("the task definition is {size} bytes as compact JSON; ECS registers at most {MAX_JSON_BYTES} (64 KiB)"),
+            );
+        }
+        parse_task(&obj, &mut errs)
+    });
+    Parsed {
+        result: match td {
+            Some(td) if errs.errors.is_empty() => Ok(td),
+            _ => Err(TaskDefError::Invalid(errs.errors)),
+        },
+        warnings: errs.warnings,
+    }
+}
+
+/// `{"taskDefinition": {...}, "tags": [...]}` (describe-task-definition output, tags with
+/// `--include TAGS`) → the definition, with the tags.
+fn unwrap_describe(mut obj: Map<String, Value>, errs: &mut Errors) -> Option<Map<String, Value>> {
+    for k in obj
+        .keys()
+        .filter(|k| *k != "taskDefinition" && *k != "tags")
+    {
+        errs.unknown(k);
+    }
+    let tags = obj.remove("tags");
+    match obj.remove("taskDefinition") {
+        Some(Value::Object(mut inner)) => {
+            if let Some(tags) = tags {
+                if inner.contains_key("tags") {
+                    errs.push("tags", "given both beside and inside taskDefinition");
+                } else {
+                    inner.insert("tags".into(), tags);
+                }
+            }
+            Some(inner)
+        }
+        _ => {
+            errs.push("taskDefinition", "must be an object");
+            None
+        }
     }
 }
 
 fn parse_task(obj: &Map<String, Value>, errs: &mut Errors) -> Option<TaskDefinition> {
-    for (key, value) in obj {
+    for key in obj.keys() {
         match key.as_str() {
             "family"
             | "containerDefinitions"
             | "networkMode"
             | "cpu"
             | "memory"
-            | "runtimePlatform"
             | "pidMode"
-            | "ipcMode" => {}
-            k if TASK_METADATA_KEYS.contains(&k) => {}
-            k if TASK_PENDING_KEYS.contains(&k) => {
-                if !is_empty_value(value) {
-                    errs.push(k, "not supported by skiff yet");
-                }
-            }
-            k => errs.push(k, "unknown field"),
+            | "ipcMode"
+            | "volumes" => {}
+            k if task_meta::TASK_KEYS.contains(&k) || TASK_METADATA_KEYS.contains(&k) => {}
+            k => errs.unknown(k),
         }
     }
 
@@ -191,18 +315,27 @@ fn parse_task(obj: &Map<String, Value>, errs: &mut Errors) -> Option<TaskDefinit
 
     let cpu =
         opt_value(obj, "cpu").and_then(|v| parse_cpu(v).map_err(|e| errs.push("cpu", e)).ok());
+    if let Some(c) = cpu.filter(|c| !TASK_CPU_UNITS.contains(c)) {
+        errs.push(
+            "cpu",
+            format!(
+                "{c} units is outside {}-{} (0.125 to 192 vCPU)",
+                TASK_CPU_UNITS.start(),
+                TASK_CPU_UNITS.end()
+            ),
+        );
+    }
     let memory = opt_value(obj, "memory")
         .and_then(|v| parse_memory_mib(v).map_err(|e| errs.push("memory", e)).ok());
 
-    if let Some(rp) = opt_value(obj, "runtimePlatform") {
-        check_runtime_platform(rp, errs);
-    }
+    let meta = task_meta::parse_task_meta(obj, errs);
     let pid_mode = linux::parse_pid_mode(obj, errs);
     let ipc_mode = linux::parse_ipc_mode(obj, errs);
     let ctx = TaskContext {
         network_mode,
         ipc_mode,
     };
+    let volumes = volumes::parse_volumes(obj, errs);
 
     let mut containers = Vec::new();
     match obj.get("containerDefinitions") {
@@ -239,17 +372,12 @@ fn parse_task(obj: &Map<String, Value>, errs: &mut Errors) -> Option<TaskDefinit
                 format!("duplicate container name {:?}", c.name),
             );
         }
-        if let (Some(task_mem), Some(mem)) = (memory, c.memory) {
-            if mem > task_mem {
-                errs.push(
-                    &format!("containerDefinitions[{i}].memory"),
-                    format!("{mem} MiB is more than the task's memory ({task_mem} MiB)"),
-                );
-            }
-        }
     }
+    check_resources(cpu, memory, &containers, errs);
     network::check_task(&containers, errs);
     lifecycle::check_task(&containers, errs);
+    volumes::check_task(&volumes, &containers, errs);
+    task_meta::check_task(&meta, network_mode, cpu, memory, errs);
     if !containers.is_empty() && !containers.iter().any(|c| c.essential) {
         errs.push(
             "containerDefinitions",
@@ -265,46 +393,71 @@ fn parse_task(obj: &Map<String, Value>, errs: &mut Errors) -> Option<TaskDefinit
         containers,
         pid_mode,
         ipc_mode,
+        volumes,
+        placement_constraints: meta.placement_constraints,
+        requires_compatibilities: meta.requires_compatibilities,
+        runtime_platform: meta.runtime_platform,
+        ephemeral_storage_gib: meta.ephemeral_storage_gib,
+        task_role_arn: meta.task_role_arn,
+        execution_role_arn: meta.execution_role_arn,
+        tags: meta.tags,
     })
 }
 
-fn check_runtime_platform(v: &Value, errs: &mut Errors) {
-    let Value::Object(o) = v else {
-        errs.push("runtimePlatform", "must be an object");
-        return;
-    };
-    for (k, val) in o {
-        match (k.as_str(), val) {
-            ("cpuArchitecture", Value::String(a)) => {
-                let host = match std::env::consts::ARCH {
-                    "x86_64" => "X86_64",
-                    "aarch64" => "ARM64",
-                    other => other,
-                };
-                if a != "X86_64" && a != "ARM64" {
+/// No container asks for more memory or CPU than the task has, nor all of them together.
+fn check_resources(
+    task_cpu: Option<u64>,
+    task_memory: Option<u64>,
+    containers: &[ContainerDefinition],
+    errs: &mut Errors,
+) {
+    if let Some(tm) = task_memory {
+        let mut over = false;
+        for (i, c) in containers.iter().enumerate() {
+            for (key, v) in [
+                ("memory", c.memory),
+                ("memoryReservation", c.memory_reservation),
+            ] {
+                if let Some(m) = v.filter(|m| *m > tm) {
+                    over = true;
                     errs.push(
-                        "runtimePlatform.cpuArchitecture",
-                        format!("{a:?} is not X86_64 or ARM64"),
-                    );
-                } else if a != host {
-                    errs.push(
-                        "runtimePlatform.cpuArchitecture",
-                        format!("{a} cannot run on this {host} host"),
+                        &format!("containerDefinitions[{i}].{key}"),
+                        format!("{m} MiB is more than the task's memory ({tm} MiB)"),
                     );
                 }
             }
-            ("operatingSystemFamily", Value::String(f)) => {
-                if f != "LINUX" {
-                    errs.push(
-                        "runtimePlatform.operatingSystemFamily",
-                        format!("{f} cannot run on a Linux host"),
-                    );
-                }
+        }
+        // What ECS reserves for a container: memoryReservation, else memory.
+        let total: u64 = containers
+            .iter()
+            .map(|c| c.memory_reservation.or(c.memory).unwrap_or(0))
+            .sum();
+        if !over && total > tm {
+            errs.push(
+                "memory",
+                format!("{tm} MiB is less than the {total} MiB the containers reserve together (memoryReservation, else memory)"),
+            );
+        }
+    }
+    if let Some(tc) = task_cpu {
+        let mut over = false;
+        for (i, c) in containers.iter().enumerate() {
+            if c.cpu > tc {
+                over = true;
+                errs.push(
+                    &format!("containerDefinitions[{i}].cpu"),
+                    format!("{} units are more than the task's cpu ({tc} units)", c.cpu),
+                );
             }
-            (k @ ("cpuArchitecture" | "operatingSystemFamily"), _) => {
-                errs.push(&format!("runtimePlatform.{k}"), "must be a string")
-            }
-            (k, _) => errs.push(&format!("runtimePlatform.{k}"), "unknown field"),
+        }
+        let total: u64 = containers.iter().map(|c| c.cpu).sum();
+        if !over && total > tc {
+            errs.push(
+                "cpu",
+                format!(
+                    "{tc} units are less than the {total} units the containers reserve together"
+                ),
+            );
         }
     }
 }
@@ -373,7 +526,7 @@ fn parse_container(
         errs.push(path, "must be an object");
         return None;
     };
-    for (key, value) in obj {
+    for key in obj.keys() {
         match key.as_str() {
             "name"
             | "image"
@@ -389,15 +542,16 @@ fn parse_container(
             | "hostname"
             | "linuxParameters"
             | "repositoryCredentials" => {}
-            k if linux::CONTAINER_KEYS.contains(&k) => {}
-            k if network::CONTAINER_KEYS.contains(&k) => {}
-            k if lifecycle::CONTAINER_KEYS.contains(&k) => {}
-            k if CONTAINER_PENDING_KEYS.contains(&k) => {
-                if !is_empty_value(value) {
-                    errs.push(&format!("{path}.{k}"), "not supported by skiff yet");
-                }
-            }
-            k => errs.push(&format!("{path}.{k}"), "unknown field"),
+            k if [
+                linux::CONTAINER_KEYS,
+                network::CONTAINER_KEYS,
+                lifecycle::CONTAINER_KEYS,
+                volumes::CONTAINER_KEYS,
+                container_meta::CONTAINER_KEYS,
+            ]
+            .iter()
+            .any(|keys| keys.contains(&k)) => {}
+            k => errs.unknown(&format!("{path}.{k}")),
         }
     }
 
@@ -481,9 +635,7 @@ fn parse_container(
         None => None,
         Some(Value::Object(rc)) => {
             let p = format!("{path}.repositoryCredentials");
-            for k in rc.keys().filter(|k| *k != "credentialsParameter") {
-                errs.push(&format!("{p}.{k}"), "unknown field");
-            }
+            check_keys(rc, &["credentialsParameter"], &p, errs);
             match rc.get("credentialsParameter") {
                 Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
                 _ => {
@@ -513,11 +665,7 @@ fn parse_container(
                     errs.push(&p, "must be an object with name and value");
                     continue;
                 };
-                for k in kv.keys() {
-                    if k != "name" && k != "value" {
-                        errs.push(&format!("{p}.{k}"), "unknown field");
-                    }
-                }
+                check_keys(kv, &["name", "value"], &p, errs);
                 let name = match kv.get("name") {
                     Some(Value::String(n))
                         if !n.is_empty() && !n.contains('=') && !n.contains('\0') =>
@@ -540,7 +688,11 @@ fn parse_container(
                         continue;
                     }
                 };
-                environment.push((name, value));
+                // A name given twice: the last value holds, as with `docker run -e`.
+                match environment.iter_mut().find(|(n, _)| *n == name) {
+                    Some(e) => e.1 = value,
+                    None => environment.push((name, value)),
+                }
             }
         }
         Some(_) => errs.push(&format!("{path}.environment"), "must be an array"),
@@ -566,6 +718,8 @@ fn parse_container(
     linux::parse_container_linux(obj, path, ctx, &mut cd, errs);
     network::parse_container_network(obj, path, ctx, &mut cd, errs);
     lifecycle::parse_container_lifecycle(obj, path, &mut cd, errs);
+    volumes::parse_container_volumes(obj, path, &mut cd, errs);
+    container_meta::parse_container_meta(obj, path, &mut cd, errs);
     Some(cd)
 }
 
@@ -590,7 +744,7 @@ fn parse_linux_parameters(
         match k.as_str() {
             "maxSwap" | "swappiness" => {}
             k if linux::LINUX_PARAMETERS_KEYS.contains(&k) => {}
-            _ => errs.push(&format!("{lp_path}.{k}"), "unknown field"),
+            _ => errs.unknown(&format!("{lp_path}.{k}")),
         }
     }
     let max_swap = get_u64(lp, "maxSwap", &lp_path, errs);
@@ -693,6 +847,25 @@ mod tests {
             assert!(e.iter().any(|x| x == w), "missing {w:?} in {e:#?}");
         }
         let e = errors_of(
+            r#"{"family":"a","networkMode":"host","containerDefinitions":[
+                {"name":"a","image":"i","memory":10,"portMappings":[{"containerPortRange":"9000-9010"}]}]}"#,
+        );
+        assert_eq!(
+            e,
+            vec!["containerDefinitions[0].portMappings[0].containerPortRange: only in bridge or awsvpc network mode"]
+        );
+        let e = errors_of(
+            r#"{"family":"a","networkMode":"bridge","containerDefinitions":[
+                {"name":"a","image":"i","memory":10,"portMappings":[{"containerPort":80,"appProtocol":"http2"},
+                  {"containerPort":81,"appProtocol":"ftp"}]}]}"#,
+        );
+        assert_eq!(
+            e,
+            vec![
+                "containerDefinitions[0].portMappings[1].appProtocol: must be http, http2 or grpc"
+            ]
+        );
+        let e = errors_of(
             r#"{"family":"a","networkMode":"none","containerDefinitions":[
                 {"name":"a","image":"i","memory":10,"portMappings":[{"containerPort":80}]}]}"#,
         );
@@ -710,7 +883,7 @@ mod tests {
             r#"{"family":"bad family!","ipcMode":"private","containerDefinitions":[
                 {"name":"a","image":"i","memory":10,"memoryReservation":20,"essential":false,
                  "ulimits":[{"name":"nofile","softLimit":2,"hardLimit":1}]},
-                {"name":"a","image":"","memory":2,"essential":false,"healthCheck":{"command":["CMD","true"]},
+                {"name":"a","image":"","memory":2,"essential":false,"healthCheck":{"command":["true"],"interval":1},
                  "portMappings":[{"containerPort":80,"hostPort":70000},{"containerPort":81,"protocol":"sctp"}],
                  "links":["b"]},
                 {"image":"x","bogus":1,"essential":false}]}"#,
@@ -722,7 +895,8 @@ mod tests {
             "containerDefinitions[0].ulimits[0].softLimit: 2 is more than hardLimit 1",
             "containerDefinitions[1].image: must not be empty",
             "containerDefinitions[1].memory: 2 MiB is below the minimum of 6 MiB",
-            "containerDefinitions[1].healthCheck: not supported by skiff yet",
+            "containerDefinitions[1].healthCheck.interval: must be a whole number from 5 to 300, got 1",
+            "containerDefinitions[1].healthCheck.command: must start with \"CMD\"",
             "containerDefinitions[1].portMappings[0].hostPort: must be a port number (0-65535)",
             "containerDefinitions[1].portMappings[1].protocol: must be tcp or udp",
             "containerDefinitions[1].links[0]: \"b\" is not another container of this task",
@@ -796,13 +970,256 @@ mod tests {
     }
 
     #[test]
-    fn empty_pending_fields_are_accepted() {
+    fn empty_fields_are_accepted() {
         parse_task_definition(
-            br#"{"family":"f","volumes":[],"placementConstraints":[],"containerDefinitions":[
-                {"name":"a","image":"i","memory":10,"portMappings":[],"mountPoints":[],"privileged":false}]}"#,
+            br#"{"family":"f","volumes":[],"placementConstraints":[],"proxyConfiguration":null,
+                "inferenceAccelerators":[],"enableFaultInjection":false,"containerDefinitions":[
+                {"name":"a","image":"i","memory":10,"portMappings":[],"mountPoints":[],"privileged":false,
+                 "firelensConfiguration":null,"credentialSpecs":[],"resourceRequirements":[]}]}"#,
             None,
         )
         .unwrap();
+    }
+
+    fn with(json: &str, opts: &ParseOptions) -> Parsed {
+        parse_task_definition_with(json.as_bytes(), opts)
+    }
+
+    #[test]
+    fn every_form() {
+        let no_opts = ParseOptions::default();
+        // The --cli-input-json object, with tags.
+        let td = with(
+            r#"{"family":"web","tags":[{"key":"team","value":"edge"}],
+                "containerDefinitions":[{"name":"a","image":"i","memory":10}]}"#,
+            &no_opts,
+        )
+        .result
+        .unwrap();
+        assert_eq!(td.tags, vec![("team".to_string(), "edge".to_string())]);
+        // describe-task-definition output: every read-only field, tags beside the definition.
+        let td = with(
+            r#"{"taskDefinition":{"family":"web","taskDefinitionArn":"arn:aws:ecs:us-east-1:1:task-definition/web:3",
+                "revision":3,"status":"ACTIVE","requiresAttributes":[{"name":"com.amazonaws.ecs.capability.docker-remote-api.1.18"}],
+                "compatibilities":["EC2","EXTERNAL"],"registeredAt":"2024-01-01T00:00:00Z","registeredBy":"arn:aws:iam::1:user/x",
+                "deregisteredAt":"2024-02-01T00:00:00Z",
+                "containerDefinitions":[{"name":"a","image":"i","memory":10}]},
+                "tags":[{"key":"k","value":"v"}]}"#,
+            &no_opts,
+        )
+        .result
+        .unwrap();
+        assert_eq!((td.family.as_str(), td.tags.len()), ("web", 1));
+        let e =
+            errors_of(r#"{"taskDefinition":{"family":"f","containerDefinitions":[]},"extra":1}"#);
+        assert!(e.contains(&"extra: unknown field".to_string()), "{e:?}");
+        // A bare array takes --family, else the file name made valid as a family.
+        let bare = r#"[{"name":"a","image":"i","memory":10}]"#;
+        let opts = |family: Option<&str>, file: Option<&str>| ParseOptions {
+            family: family.map(str::to_string),
+            file_name: file.map(str::to_string),
+            lenient: false,
+        };
+        let family = |o: ParseOptions| with(bare, &o).result.map(|td| td.family);
+        assert_eq!(
+            family(opts(Some("given"), Some("x.json"))).unwrap(),
+            "given"
+        );
+        assert_eq!(
+            family(opts(None, Some("/tmp/my task.v2.json"))).unwrap(),
+            "my-task-v2"
+        );
+        assert_eq!(family(opts(None, Some("app.json"))).unwrap(), "app");
+        match family(opts(None, None)) {
+            Err(TaskDefError::Invalid(e)) => assert!(
+                e[0].starts_with("family: a bare containerDefinitions array needs a family"),
+                "{e:?}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // The old entry point: its hint is made valid too.
+        let td = parse_task_definition(bare.as_bytes(), Some("a.b c")).unwrap();
+        assert_eq!(td.family, "a-b-c");
+        // --family wins over the file's own, as in the AWS CLI; it must be valid itself.
+        let full =
+            r#"{"family":"inside","containerDefinitions":[{"name":"a","image":"i","memory":10}]}"#;
+        let td = with(full, &opts(Some("outside"), None)).result.unwrap();
+        assert_eq!(td.family, "outside");
+        match with(full, &opts(Some("no good"), None)).result {
+            Err(TaskDefError::Invalid(e)) => assert_eq!(
+                e,
+                vec!["family: \"no good\" is not valid (1-255 letters, digits, '_' or '-')"]
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            errors_of("42"),
+            vec!["(root): must be a task definition object or a containerDefinitions array"]
+        );
+    }
+
+    #[test]
+    fn lenient_turns_unknown_keys_into_warnings() {
+        let json = r#"{"family":"f","x":1,"volumes":[{"name":"v","y":2}],"containerDefinitions":[
+            {"name":"a","image":"i","memory":10,"foo":true,"environment":[{"name":"A","value":"1","z":0}],
+             "linuxParameters":{"w":1},"healthCheck":{"command":["CMD","true"],"q":1},
+             "mountPoints":[{"sourceVolume":"v","containerPath":"/v","r":1}]}]}"#;
+        let unknown = [
+            "x",
+            "volumes[0].y",
+            "containerDefinitions[0].foo",
+            "containerDefinitions[0].environment[0].z",
+            "containerDefinitions[0].linuxParameters.w",
+            "containerDefinitions[0].healthCheck.q",
+            "containerDefinitions[0].mountPoints[0].r",
+        ];
+        let strict = with(json, &ParseOptions::default());
+        assert!(strict.warnings.is_empty());
+        match strict.result {
+            Err(TaskDefError::Invalid(mut e)) => {
+                e.sort();
+                let mut want: Vec<String> = unknown
+                    .iter()
+                    .map(|p| format!("{p}: unknown field"))
+                    .collect();
+                want.sort();
+                assert_eq!(e, want);
+            }
+            other => panic!("{other:?}"),
+        }
+        let lenient = with(
+            json,
+            &ParseOptions {
+                lenient: true,
+                ..Default::default()
+            },
+        );
+        let td = lenient.result.unwrap();
+        assert_eq!(td.containers[0].environment, vec![("A".into(), "1".into())]);
+        let mut w = lenient.warnings;
+        w.sort();
+        let mut want: Vec<String> = unknown
+            .iter()
+            .map(|p| format!("{p}: unknown field (ignored)"))
+            .collect();
+        want.sort();
+        assert_eq!(w, want);
+        // Lenient forgives unknown keys only: a broken rule is still an error.
+        let r = with(
+            r#"{"family":"f","containerDefinitions":[{"name":"a","image":"i"}]}"#,
+            &ParseOptions {
+                lenient: true,
+                ..Default::default()
+            },
+        );
+        assert!(r.result.is_err());
+    }
+
+    /// A definition whose compact JSON is `size` bytes.
+    fn definition_of_size(size: usize) -> String {
+        let head = r#"{"family":"f","containerDefinitions":[{"name":"a","image":"i","memory":10,"environment":[{"name":"A","value":""#;
+        let tail = r#""}]}]}"#;
+        format!("{head}{}{tail}", "x".repeat(size - head.len() - tail.len()))
+    }
+
+    #[test]
+    fn at_most_64_kib() {
+        let ok = definition_of_size(MAX_JSON_BYTES);
+        parse_task_definition(ok.as_bytes(), None).unwrap();
+        // Whitespace does not count: ECS measures what is sent, compact.
+        let pretty =
+            serde_json::to_string_pretty(&serde_json::from_str::<Value>(&ok).unwrap()).unwrap();
+        assert!(pretty.len() > MAX_JSON_BYTES);
+        parse_task_definition(pretty.as_bytes(), None).unwrap();
+        assert_eq!(
+            errors_of(&definition_of_size(MAX_JSON_BYTES + 1)),
+            vec![format!(
+                "(root): the task definition is {} bytes as compact JSON; ECS registers at most 65536 (64 KiB)",
+                MAX_JSON_BYTES + 1
+            )]
+        );
+    }
+
+    #[test]
+    fn at_most_10_containers() {
+        let containers = |n: usize| -> String {
+            let list: Vec<String> = (0..n)
+                .map(|i| format!(r#"{{"name":"c{i}","image":"i","memory":10}}"#))
+                .collect();
+            format!(
+                r#"{{"family":"f","containerDefinitions":[{}]}}"#,
+                list.join(",")
+            )
+        };
+        let td = parse_task_definition(containers(10).as_bytes(), None).unwrap();
+        assert_eq!(td.containers.len(), 10);
+        assert_eq!(
+            errors_of(&containers(11)),
+            vec!["containerDefinitions: holds 11 containers; at most 10 are allowed"]
+        );
+    }
+
+    #[test]
+    fn task_resources_and_container_shares() {
+        let e = errors_of(
+            r#"{"family":"f","cpu":"0.25 vCPU","memory":"512","containerDefinitions":[
+                {"name":"a","image":"i","cpu":200,"memoryReservation":300},
+                {"name":"b","image":"i","cpu":100,"memory":400,"memoryReservation":250}]}"#,
+        );
+        assert_eq!(
+            e,
+            vec![
+                "memory: 512 MiB is less than the 550 MiB the containers reserve together (memoryReservation, else memory)",
+                "cpu: 256 units are less than the 300 units the containers reserve together",
+            ]
+        );
+        let e = errors_of(
+            r#"{"family":"f","cpu":"100","memory":"1 GB","containerDefinitions":[
+                {"name":"a","image":"i","cpu":200,"memoryReservation":2048}]}"#,
+        );
+        assert_eq!(
+            e,
+            vec![
+                "cpu: 100 units is outside 128-196608 (0.125 to 192 vCPU)",
+                "containerDefinitions[0].memoryReservation: 2048 MiB is more than the task's memory (1024 MiB)",
+                "containerDefinitions[0].cpu: 200 units are more than the task's cpu (100 units)",
+            ]
+        );
+        // Each form of the units.
+        for (cpu, memory, want) in [
+            (r#""256""#, r#""512""#, (256, 512)),
+            ("256", "512", (256, 512)),
+            (r#""0.25 vCPU""#, r#""1 GB""#, (256, 1024)),
+            (r#""1 vCPU""#, r#""2GB""#, (1024, 2048)),
+        ] {
+            let td = parse_task_definition(
+                format!(
+                    r#"{{"family":"f","cpu":{cpu},"memory":{memory},"containerDefinitions":[{{"name":"a","image":"i"}}]}}"#
+                )
+                .as_bytes(),
+                None,
+            )
+            .unwrap();
+            assert_eq!(
+                (td.cpu.unwrap(), td.memory.unwrap()),
+                want,
+                "{cpu} {memory}"
+            );
+        }
+    }
+
+    #[test]
+    fn environment_names_given_twice_keep_the_last_value() {
+        let td = parse_task_definition(
+            br#"{"family":"f","containerDefinitions":[{"name":"a","image":"i","memory":10,
+                "environment":[{"name":"A","value":"1"},{"name":"B","value":"2"},{"name":"A","value":"3"}]}]}"#,
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            td.containers[0].environment,
+            vec![("A".into(), "3".into()), ("B".into(), "2".into())]
+        );
     }
 
     /// The real task definitions in tests/fixtures/taskdefs (written by others): each parses,
@@ -863,12 +1280,12 @@ mod tests {
         match parse_task_definition(&read("nvidia-gpu.json"), None) {
             Err(TaskDefError::Invalid(e)) => assert!(
                 e.iter()
-                    .any(|x| x.contains("resourceRequirements: not supported")),
+                    .any(|x| x.contains("resourceRequirements[0].type: GPU is not supported")),
                 "{e:?}"
             ),
             other => panic!("{other:?}"),
         }
-        // The runtime fields (privileged here) are no longer "not supported"; the rest are.
+        // Its host volumes and mount points are valid; App Mesh and awslogs cannot be had.
         match parse_task_definition(
             String::from_utf8(read("appmesh-plugin-validator.json"))
                 .unwrap()
@@ -879,11 +1296,9 @@ mod tests {
             Err(TaskDefError::Invalid(e)) => assert_eq!(
                 e,
                 vec![
-                    "proxyConfiguration: not supported by skiff yet".to_string(),
-                    "volumes: not supported by skiff yet".to_string(),
-                    "containerDefinitions[0].logConfiguration: not supported by skiff yet"
+                    "proxyConfiguration: App Mesh proxy configuration is not supported by skiff"
                         .to_string(),
-                    "containerDefinitions[0].mountPoints: not supported by skiff yet".to_string(),
+                    "containerDefinitions[0].logConfiguration.logDriver: awslogs is not supported by skiff (json-file and none are)".to_string(),
                 ]
             ),
             other => panic!("{other:?}"),
@@ -901,5 +1316,49 @@ mod tests {
                 panic!("{ok}: {e}");
             }
         }
+    }
+}
+
+/// Helpers for the tests of the task definition's modules.
+#[cfg(test)]
+pub(super) mod testing {
+    use super::{parse_task_definition, TaskDefError, TaskDefinition};
+
+    /// A task definition: `task` holds extra task members (each followed by a comma), each of
+    /// `containers` the members of one container, which has `"image":"i","memory":64` unless
+    /// it gives its own.
+    pub(in crate::taskdef) fn task(task: &str, containers: &[&str]) -> String {
+        let cs: Vec<String> = containers
+            .iter()
+            .map(|c| format!(r#"{{"image":"i","memory":64,{c}}}"#))
+            .collect();
+        format!(
+            r#"{{"family":"f",{task}"containerDefinitions":[{}]}}"#,
+            cs.join(",")
+        )
+    }
+
+    /// The errors of `json`; empty when it parses.
+    pub(in crate::taskdef) fn errors(json: &str) -> Vec<String> {
+        match parse_task_definition(json.as_bytes(), None) {
+            Err(TaskDefError::Invalid(e)) => e,
+            Err(e) => vec![e.to_string()],
+            Ok(_) => vec![],
+        }
+    }
+
+    #[track_caller]
+    pub(in crate::taskdef) fn parse(json: &str) -> TaskDefinition {
+        parse_task_definition(json.as_bytes(), None).unwrap_or_else(|e| panic!("{json}: {e}"))
+    }
+
+    /// Asserts that exactly these errors (in any order) are reported.
+    #[track_caller]
+    pub(in crate::taskdef) fn assert_errors(json: &str, want: &[&str]) {
+        let mut got = errors(json);
+        let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want, "{json}");
     }
 }
