@@ -9,13 +9,7 @@ use std::time::Duration;
 use common::*;
 
 fn skiff(env: &Env, args: &[&str]) -> Output {
-    let child = env
-        .command(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_output(child, Duration::from_secs(120))
+    env.output(args)
 }
 
 fn container(name: &str, extra: &str, script: &str) -> String {

@@ -17,13 +17,7 @@ fn sh_task(family: &str, extra: &str, command: &str) -> String {
 }
 
 fn skiff(env: &Env, args: &[&str]) -> Output {
-    let child = env
-        .command(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_output(child, Duration::from_secs(60))
+    env.output(args)
 }
 
 /// `skiff run -d`: the task id it prints.

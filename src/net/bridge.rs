@@ -99,20 +99,15 @@ impl BridgeNet {
     pub fn ensure(&self) -> Result<(), NetError> {
         let marker = self.netns_dir.with_file_name("net").join("ensured");
         let stamp = |index: u32| {
-            let boot =
-                std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
             format!(
                 "{} {} {} {} {index}\n",
-                boot.trim(),
+                super::boot_id(),
                 self.cfg.bridge,
                 self.cfg.subnet,
                 self.cfg.firewall
             )
         };
-        let index = |name: &str| {
-            let c = std::ffi::CString::new(name).unwrap_or_default();
-            unsafe { libc::if_nametoindex(c.as_ptr()) }
-        };
+        let index = super::if_index;
         let current = index(&self.cfg.bridge);
         if current != 0 && std::fs::read_to_string(&marker).ok() == Some(stamp(current)) {
             return Ok(());
@@ -248,9 +243,8 @@ impl BridgeNet {
             };
             let name = link::veth_name(t, c);
             if wait_links {
-                let c_name = std::ffi::CString::new(name.as_str()).unwrap_or_default();
                 let start = std::time::Instant::now();
-                while unsafe { libc::if_nametoindex(c_name.as_ptr()) } != 0
+                while super::if_index(&name) != 0
                     && start.elapsed() < std::time::Duration::from_secs(2)
                 {
                     std::thread::sleep(std::time::Duration::from_millis(2));

@@ -60,6 +60,20 @@ pub fn owner_task(owner: &str) -> &str {
     owner.split_once('/').map_or(owner, |(t, _)| t)
 }
 
+/// This boot's id: markers that hold until a reboot carry it.
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// The index of interface `name` in the calling thread's network namespace (0: none).
+pub fn if_index(name: &str) -> u32 {
+    let c = std::ffi::CString::new(name).unwrap_or_default();
+    unsafe { libc::if_nametoindex(c.as_ptr()) }
+}
+
 /// Brings `lo` up in the current network namespace.
 pub fn loopback_up() -> io::Result<()> {
     let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };

@@ -37,10 +37,7 @@ impl NetSettings {
         let mut s = self.clone();
         if s.firewall.is_none() {
             let cache = state_dir.join("net").join("backend");
-            let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-                .unwrap_or_default()
-                .trim()
-                .to_string();
+            let boot = super::boot_id();
             let cached = std::fs::read_to_string(&cache).ok().and_then(|t| {
                 let (b, backend) = t.trim().split_once(' ')?;
                 (b == boot).then(|| backend.to_string())

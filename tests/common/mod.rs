@@ -226,6 +226,17 @@ pub fn stderr(o: &Output) -> String {
 }
 
 impl Env {
+    /// `skiff ARGS` to its end (at most two minutes), output captured.
+    pub fn output(&self, args: &[&str]) -> Output {
+        let child = self
+            .command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_output(child, Duration::from_secs(120))
+    }
+
     /// Starts `skiff run` on a task definition without waiting for it.
     pub fn spawn(&self, taskdef: &Path, extra: &[&str]) -> std::process::Child {
         let mut args = vec!["run"];
