@@ -15,6 +15,9 @@ mod cgroup;
 mod cli;
 mod image;
 mod net;
+// Used by the agent and the control plane, which are being built against it.
+#[allow(dead_code)]
+mod proto;
 mod runtime;
 mod task;
 mod taskdef;
