@@ -32,6 +32,12 @@ port=${SKIFF_TEST_REGISTRY_PORT:-51670}
 "$top/rootfs-tools/registry.sh" start "$port" >/dev/null
 images=$(mktemp -d)
 cleanup() {
+    # A registry that died under the tests makes every later pull fail with "connection
+    # refused": say so, with its log, rather than leave only the failures to read.
+    if ! "$top/rootfs-tools/registry.sh" status "$port" >/dev/null; then
+        echo "test.sh: the test registry on port $port is not running any more; its log:" >&2
+        cat "${TMPDIR:-/tmp}/skiff-registry-$port/log" >&2 || true
+    fi
     "$top/rootfs-tools/registry.sh" stop "$port" || true
     rm -rf "$images"
 }
@@ -42,7 +48,8 @@ trap cleanup EXIT
 "$top/rootfs-tools/busybox-image.sh" "$images/web" --web --push "127.0.0.1:$port/nginx:latest"
 
 export SKIFF_TEST_REGISTRY=127.0.0.1:$port
-cargo test --locked "$@"
+# --no-fail-fast: one failing suite must not hide how the others fare.
+cargo test --locked --no-fail-fast "$@"
 
 # The same integration tests on a pure cgroup v2 host, in a VM (skip with SKIFF_SKIP_VM=1).
 if [[ ${SKIFF_SKIP_VM:-0} != 1 ]]; then

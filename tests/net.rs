@@ -618,13 +618,7 @@ impl Host {
             .arg("--state-dir")
             .arg(&self.state)
             .args(args)
-            .env(
-                "SKIFF_CGROUP_PARENT",
-                format!(
-                    "skiff-net-{}",
-                    self.dir.file_name().unwrap().to_string_lossy()
-                ),
-            )
+            .env("SKIFF_CGROUP_PARENT", self.cgroup_parent())
             .env("SKIFF_FIREWALL", self.firewall)
             .env("ECS_IMAGE_PULL_BEHAVIOR", "prefer-cached")
             .stdin(Stdio::null());
@@ -703,7 +697,27 @@ impl Host {
         if let Ok(rd) = std::fs::read_dir(self.state.join("tasks")) {
             left.extend(rd.map(|e| format!("task {:?}", e.unwrap().file_name())));
         }
+        for d in self.cgroup_parent_dirs() {
+            if d.exists() {
+                left.push(format!("cgroup {}", d.display()));
+            }
+        }
         left
+    }
+
+    fn cgroup_parent(&self) -> String {
+        format!(
+            "skiff-net-{}",
+            self.dir.file_name().unwrap().to_string_lossy()
+        )
+    }
+
+    /// The cgroup parent of this host's tasks, per controller, as the common helpers see it.
+    fn cgroup_parent_dirs(&self) -> Vec<PathBuf> {
+        common::own_cgroup_dirs()
+            .into_iter()
+            .map(|d| d.join(self.cgroup_parent()))
+            .collect()
     }
 }
 
