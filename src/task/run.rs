@@ -304,7 +304,7 @@ async fn run_inner(
             &image.config,
         )
         .map_err(|e| create_err(e.to_string()))?;
-        let volume_mounts = super::volumes::container_mounts(td, i, &prepared)?;
+        let volume_mounts = super::volumes::container_mounts(td, i, &prepared);
         let built = spec::build(
             td,
             i,

@@ -40,8 +40,6 @@ pub enum VolumeError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{0}: volumesFrom goes round in a circle")]
-    Cycle(String),
     #[error("volume {0:?}: no such shared volume")]
     NotFound(String),
     #[error("volume {name:?}: in use by running task {task}")]
@@ -203,11 +201,11 @@ pub fn container_mounts(
     td: &TaskDefinition,
     i: usize,
     prepared: &HashMap<String, Prepared>,
-) -> Result<Vec<VolumeMount>, VolumeError> {
+) -> Vec<VolumeMount> {
     let mut out = Vec::new();
-    collect(td, i, false, prepared, &mut Vec::new(), &mut out)?;
+    collect(td, i, false, prepared, &mut Vec::new(), &mut out);
     out.sort_by_key(|m| depth(&m.destination));
-    Ok(out)
+    out
 }
 
 fn collect(
@@ -217,12 +215,10 @@ fn collect(
     prepared: &HashMap<String, Prepared>,
     seen: &mut Vec<usize>,
     out: &mut Vec<VolumeMount>,
-) -> Result<(), VolumeError> {
+) {
+    // Validation refuses volumesFrom cycles; this only keeps the walk finite.
     if seen.contains(&i) {
-        return Err(VolumeError::Cycle(format!(
-            "containerDefinitions[{}]",
-            seen[0]
-        )));
+        return;
     }
     seen.push(i);
     let c = &td.containers[i];
@@ -251,11 +247,10 @@ fn collect(
             .iter()
             .position(|o| o.name == vf.source_container)
         {
-            collect(td, k, force_ro || vf.read_only, prepared, seen, out)?;
+            collect(td, k, force_ro || vf.read_only, prepared, seen, out);
         }
     }
     seen.pop();
-    Ok(())
 }
 
 /// `/data` and `/data/` name one place.
@@ -360,7 +355,6 @@ mod tests {
         let p = prep(&["a", "b", "c"]);
         let show = |i| {
             container_mounts(&t, i, &p)
-                .unwrap()
                 .into_iter()
                 .map(|m| (m.volume, m.destination, m.read_only))
                 .collect::<Vec<_>>()
@@ -382,18 +376,6 @@ mod tests {
                 s("c", "/a", false),
                 s("a", "/a/sub", true)
             ]
-        );
-    }
-
-    #[test]
-    fn volumes_from_cycle_is_an_error() {
-        let t = td(r#"{"family":"f","containerDefinitions":[
-              {"name":"x","image":"i","memory":8,"volumesFrom":[{"sourceContainer":"y"}]},
-              {"name":"y","image":"i","memory":8,"volumesFrom":[{"sourceContainer":"x"}]}]}"#);
-        let e = container_mounts(&t, 0, &HashMap::new()).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "containerDefinitions[0]: volumesFrom goes round in a circle"
         );
     }
 

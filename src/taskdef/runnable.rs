@@ -92,12 +92,13 @@ mod tests {
             r#""networkMode":"bridge","executionRoleArn":"r","volumes":[{"name":"v"}],"#,
             &[
                 r#""name":"a","portMappings":[{"containerPort":80}],"links":["b"],
-                   "mountPoints":[{"sourceVolume":"v","containerPath":"/v"}],
+                   "volumesFrom":[{"sourceContainer":"b","readOnly":true}],
                    "dependsOn":[{"containerName":"b","condition":"START"}],"dockerLabels":{"a":"b"},
                    "restartPolicy":{"enabled":true},"secrets":[{"name":"S","valueFrom":"s"}],
                    "environmentFiles":[{"value":"/e.env","type":"s3"}],
                    "logConfiguration":{"logDriver":"json-file"}"#,
-                r#""name":"b","disableNetworking":true,"volumesFrom":[{"sourceContainer":"a"}]"#,
+                r#""name":"b","disableNetworking":true,
+                   "mountPoints":[{"sourceVolume":"v","containerPath":"/v"}]"#,
             ],
         ));
         assert_eq!(not_yet_runnable(&td), Vec::<String>::new());
