@@ -86,6 +86,41 @@ const TABLE: &[(&str, Expect)] = &[
     ("tmpfs.json", Valid("ecsftest-tmpfs", 1)),
 ];
 
+/// The valid fixtures that `skiff run` runs end to end, by the suite that runs them (with the
+/// test registry's images standing in) and checks that they do what their names say.
+const RUN: &[(&str, &str)] = &[
+    ("add-drop-capabilities.json", "runtime.rs"),
+    ("nofiles-ulimit.json", "runtime.rs"),
+    ("init-process.json", "runtime.rs"),
+    ("tmpfs.json", "runtime.rs"),
+    ("sysctl.json", "runtime.rs"),
+    ("devices.json", "runtime.rs"),
+    ("busybox-port-5180.json", "net.rs"),
+    ("network-link.json", "net.rs"),
+    ("datavolume.json", "volumes.rs"),
+    ("task-shared-vol-write.json", "volumes.rs"),
+    ("aws-cli-ex3-web-timer-volumes.json", "volumes.rs"),
+];
+
+#[test]
+fn fixtures_said_to_run_are_valid_and_named_by_their_suite() {
+    for (name, suite) in RUN {
+        assert!(
+            TABLE
+                .iter()
+                .any(|(n, e)| n == name && matches!(e, Valid(..))),
+            "{name} runs but is not a valid fixture of TABLE"
+        );
+        let src = std::fs::read_to_string(format!("{}/tests/{suite}", env!("CARGO_MANIFEST_DIR")))
+            .unwrap();
+        let stem = name.trim_end_matches(".json");
+        assert!(
+            src.contains(&format!("\"{stem}\"")),
+            "tests/{suite} does not name {stem}"
+        );
+    }
+}
+
 fn validate(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_skiff"))
         .arg("validate")

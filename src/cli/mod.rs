@@ -11,6 +11,7 @@ mod secret;
 mod stats;
 mod tasks;
 mod validate;
+mod volume;
 
 use std::path::PathBuf;
 
@@ -90,6 +91,8 @@ enum Cmd {
     Rm(tasks::RmArgs),
     /// The local secret store that containers' `secrets[].valueFrom` resolve against.
     Secret(secret::SecretArgs),
+    /// The shared named volumes that outlive their tasks: list, remove.
+    Volume(volume::VolumeArgs),
     /// Check task definitions against ECS's rules, reporting every problem with its path.
     Validate(validate::ValidateArgs),
     /// Pull an image into the local store.
@@ -169,6 +172,7 @@ pub fn main() -> i32 {
                 tasks::inspect(args, &cli.state_dir, &placement, cli.task_cleanup_wait)
             }
             Cmd::Secret(args) => secret::run(args, &cli.state_dir),
+            Cmd::Volume(args) => volume::run(args, &cli.state_dir),
             Cmd::Validate(args) => validate::run(args),
             Cmd::Rm(args) => {
                 tasks::rm(args, &cli.state_dir, &placement, cli.task_cleanup_wait).await

@@ -13,6 +13,7 @@ use super::EXIT_RUNNER_ERROR;
 use crate::cgroup::Placement;
 use crate::runtime::proto::{Command, Event, Status};
 use crate::task::store::{self, TaskView};
+use crate::task::volumes;
 
 /// ECS's stop code for a stop reason.
 fn stop_code(reason: &str) -> &'static str {
@@ -140,6 +141,17 @@ fn task_json(v: &TaskView) -> Value {
                     "ipv4SubnetCidrBlock": format!("{}/{}", subnet_base(n.ip, n.prefix), n.prefix),
                     "gateway": n.gateway.to_string(),
                 })]).unwrap_or_default(),
+                "mounts": c.mounts.iter().map(|m| json!({
+                    "type": match m.kind {
+                        volumes::Kind::Host => "bind",
+                        volumes::Kind::Task | volumes::Kind::Shared => "volume",
+                    },
+                    "name": m.volume,
+                    "scope": m.kind,
+                    "source": m.source,
+                    "destination": m.destination,
+                    "readOnly": m.read_only,
+                })).collect::<Vec<_>>(),
                 "startedAt": time_str(cs.and_then(|x| x.started_at)),
                 "stoppedAt": time_str(cs.and_then(|x| x.finished_at)),
             })
@@ -287,6 +299,17 @@ pub fn inspect(args: InspectArgs, state_dir: &Path, placement: &Placement, keep:
                 n["ipv4Addresses"][0].as_str().unwrap_or(""),
                 n["macAddress"].as_str().unwrap_or(""),
                 n["gateway"].as_str().unwrap_or(""),
+            ));
+        }
+        for (k, m) in c["mounts"].as_array().into_iter().flatten().enumerate() {
+            out.push_str(&format!(
+                "  {:<14}{} <- {} ({} {}, {})\n",
+                if k == 0 { "Mounts" } else { "" },
+                m["destination"].as_str().unwrap_or(""),
+                m["source"].as_str().unwrap_or(""),
+                m["scope"].as_str().unwrap_or(""),
+                m["name"].as_str().unwrap_or(""),
+                if m["readOnly"] == true { "ro" } else { "rw" },
             ));
         }
         out.push_str(&format!(

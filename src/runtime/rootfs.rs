@@ -135,11 +135,22 @@ fn open_in_root(root_fd: RawFd, rel: &Path, file: bool) -> Result<OwnedFd, Strin
         .map_err(|_| format!("{}: '..' is not allowed in a mount target", rel.display()))?;
     let show = || format!("/{}", rel.display().to_string().trim_start_matches('/'));
     let mut cur = dup_path(root_fd).map_err(|e| format!("{}: {e}", show()))?;
+    let mut prefix: Vec<u8> = Vec::new();
     for (k, name) in comps.iter().enumerate() {
         let last = k + 1 == comps.len();
-        let cname = CString::new(std::os::unix::ffi::OsStrExt::as_bytes(*name))
-            .map_err(|_| format!("{}: NUL in path", show()))?;
-        match resolve_one(cur.as_raw_fd(), &cname, last) {
+        let bytes = std::os::unix::ffi::OsStrExt::as_bytes(*name);
+        let cname = CString::new(bytes).map_err(|_| format!("{}: NUL in path", show()))?;
+        if k > 0 {
+            prefix.push(b'/');
+        }
+        prefix.extend_from_slice(bytes);
+        let at = At {
+            root: root_fd,
+            prefix: CString::new(prefix.clone()).map_err(|_| format!("{}: NUL in path", show()))?,
+            dir: cur.as_raw_fd(),
+            name: &cname,
+        };
+        match resolve_one(&at, last) {
             Ok(fd) => cur = fd,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
                 let rc = if last && file {
@@ -166,8 +177,7 @@ fn open_in_root(root_fd: RawFd, rel: &Path, file: bool) -> Result<OwnedFd, Strin
                         return Err(format!("create {}: {e}", show()));
                     }
                 }
-                cur = resolve_one(cur.as_raw_fd(), &cname, last)
-                    .map_err(|e| format!("{}: {e}", show()))?;
+                cur = resolve_one(&at, last).map_err(|e| format!("{}: {e}", show()))?;
             }
             Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
                 return Err(format!("mount target {} is a symlink", show()));
@@ -186,9 +196,21 @@ fn dup_path(fd: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(d) })
 }
 
-/// One component below `dir`: symlinks inside resolve within the root (RESOLVE_IN_ROOT);
-/// the last component must not be a symlink. Without openat2, any symlink is refused.
-fn resolve_one(dir: RawFd, name: &CString, last: bool) -> io::Result<OwnedFd> {
+/// One step of a walk: `prefix` (relative to `root`) names the component `name` of `dir`.
+struct At<'a> {
+    root: RawFd,
+    prefix: CString,
+    dir: RawFd,
+    name: &'a CString,
+}
+
+/// One component: the path so far is resolved from the container's root (RESOLVE_IN_ROOT),
+/// so that an absolute symlink met on the way (in the image, or in a volume the container
+/// wrote) lands inside the root, where it would point for the container too; the last
+/// component must not be a symlink. Without openat2, `name` is opened below `dir` and any
+/// symlink is refused.
+fn resolve_one(at: &At, last: bool) -> io::Result<OwnedFd> {
+    let (dir, name) = (at.dir, at.name);
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (libc::O_PATH | libc::O_CLOEXEC | libc::O_NOFOLLOW) as u64;
     how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
@@ -199,8 +221,8 @@ fn resolve_one(dir: RawFd, name: &CString, last: bool) -> io::Result<OwnedFd> {
     let fd = unsafe {
         libc::syscall(
             libc::SYS_openat2,
-            dir,
-            name.as_ptr(),
+            at.root,
+            at.prefix.as_ptr(),
             &how as *const libc::open_how,
             std::mem::size_of::<libc::open_how>(),
         )

@@ -8,6 +8,7 @@ mod run;
 pub mod secrets;
 mod spec;
 pub mod store;
+pub mod volumes;
 
 pub use limits::LimitSettings;
 pub use run::{connect, run_foreground, Attach, RunOptions};
@@ -37,6 +38,8 @@ pub enum TaskError {
     Network(String),
     #[error("ResourceInitializationError: unable to pull secrets: {0}")]
     Secrets(String),
+    #[error("ResourceInitializationError: {0}")]
+    Volume(#[from] volumes::VolumeError),
     #[error("interrupted before the task started")]
     Interrupted,
 }

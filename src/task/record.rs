@@ -31,6 +31,9 @@ pub struct ContainerRecord {
     /// Its address and port bindings (bridge and awsvpc modes).
     #[serde(default)]
     pub network: Option<super::net::NetRecord>,
+    /// The volumes it mounts (`mountPoints` and `volumesFrom`).
+    #[serde(default)]
+    pub mounts: Vec<super::volumes::VolumeMount>,
 }
 
 pub const RECORD_FILE: &str = "task.json";

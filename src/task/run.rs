@@ -225,17 +225,19 @@ async fn run_inner(
 
     crate::timing::mark("image_ready");
     // Task directory and cgroups. A name is checked and taken under the tasks lock, held
-    // until the record that carries it is written.
-    let name_lock = match &opts.name {
-        Some(name) => {
-            let l = super::store::lock(&opts.state_dir).map_err(|e| TaskError::Io {
-                what: "lock the tasks".into(),
-                source: e,
-            })?;
+    // until the record that carries it is written; so are the shared volumes the task uses
+    // (`skiff volume rm` takes the lock and then reads the records).
+    let name_lock = if opts.name.is_some() || super::volumes::uses_shared(td) {
+        let l = super::store::lock(&opts.state_dir).map_err(|e| TaskError::Io {
+            what: "lock the tasks".into(),
+            source: e,
+        })?;
+        if let Some(name) = &opts.name {
             check_name_free(&opts.state_dir, name)?;
-            Some(l)
         }
-        None => None,
+        Some(l)
+    } else {
+        None
     };
     let task_dir = opts.state_dir.join("tasks").join(&task_id);
     super::store::create_task_dir(&task_dir).map_err(|e| TaskError::Io {
@@ -259,8 +261,10 @@ async fn run_inner(
     })
     .map_err(|e| TaskError::Network(e.to_string()))?;
 
+    let prepared = super::volumes::prepare(td, &task_dir, &opts.state_dir)?;
     let host = HostFacts::gather();
     let mut specs: Vec<ContainerSpec> = Vec::new();
+    let mut mounts: Vec<Vec<super::volumes::VolumeMount>> = Vec::new();
     for (i, c) in td.containers.iter().enumerate() {
         let image = image_of(c);
         // Host mode: the host's name, as Docker gives a container on the host's network.
@@ -300,8 +304,18 @@ async fn run_inner(
             &image.config,
         )
         .map_err(|e| create_err(e.to_string()))?;
-        let built = spec::build(td, i, process, &hostname, &host, &task_net.views[i])
-            .map_err(create_err)?;
+        let volume_mounts = super::volumes::container_mounts(td, i, &prepared);
+        let built = spec::build(
+            td,
+            i,
+            process,
+            &hostname,
+            &host,
+            &task_net.views[i],
+            &volume_mounts,
+        )
+        .map_err(create_err)?;
+        mounts.push(volume_mounts);
 
         let cg = task_cg.child(&c.name);
         cg.create(&container_limits(c, &opts.limits))?;
@@ -404,6 +418,7 @@ async fn run_inner(
                 image_digest: image_of(c).manifest_digest.to_string(),
                 cgroup: s.cgroup.clone(),
                 network: task_net.records[i].clone(),
+                mounts: mounts[i].clone(),
             })
             .collect(),
     };

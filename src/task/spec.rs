@@ -94,6 +94,7 @@ pub fn build(
     hostname: &str,
     host: &HostFacts,
     net: &NetView,
+    volumes: &[super::volumes::VolumeMount],
 ) -> Result<Built, String> {
     let c = &td.containers[i];
     let path = format!("containerDefinitions[{i}]");
@@ -244,6 +245,20 @@ pub fn build(
         opts.extend(t.mount_options.iter().cloned());
         opts.push(format!("size={}k", t.size * 1024));
         mounts.push(mount(&t.container_path, "tmpfs", "tmpfs", &opts)?);
+    }
+    // Volumes: recursive binds (what is mounted beneath a host directory comes along), kept
+    // private to the container; the runtime turns `ro` into a read-only remount of the bind.
+    for v in volumes {
+        let mut opts = strs(&["rbind", "rprivate"]);
+        if v.read_only {
+            opts.push("ro".into());
+        }
+        mounts.push(mount(
+            &v.destination,
+            "bind",
+            &v.source.to_string_lossy(),
+            &opts,
+        )?);
     }
 
     let mut sysctl = HashMap::new();

@@ -119,8 +119,7 @@ pub struct DockerVolumeConfiguration {
     pub autoprovision: bool,
     /// Always `local`: other drivers are volume plugins skiff cannot load.
     pub driver: String,
-    /// The `local` driver's options (`type`, `device`, `o`).
-    pub driver_opts: BTreeMap<String, String>,
+    /// Kept with a shared volume it creates (`skiff volume ls --json`).
     pub labels: BTreeMap<String, String>,
 }
 

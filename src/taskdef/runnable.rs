@@ -8,9 +8,6 @@ use super::TaskDefinition;
 pub fn not_yet_runnable(td: &TaskDefinition) -> Vec<String> {
     let mut out = Vec::new();
     let mut add = |path: &str, what: &str| out.push(format!("{path}: not supported yet{what}"));
-    if !td.volumes.is_empty() {
-        add("volumes", "");
-    }
     if td.task_role_arn.is_some() {
         add("taskRoleArn", " (no credentials endpoint for containers)");
     }
@@ -19,12 +16,6 @@ pub fn not_yet_runnable(td: &TaskDefinition) -> Vec<String> {
     }
     for (i, c) in td.containers.iter().enumerate() {
         let p = format!("containerDefinitions[{i}]");
-        if !c.mount_points.is_empty() {
-            add(&format!("{p}.mountPoints"), "");
-        }
-        if !c.volumes_from.is_empty() {
-            add(&format!("{p}.volumesFrom"), "");
-        }
         if c.health_check.is_some() {
             add(&format!("{p}.healthCheck"), "");
         }
@@ -84,14 +75,11 @@ mod tests {
         assert_eq!(
             not_yet_runnable(&td),
             vec![
-                "volumes: not supported yet",
                 "taskRoleArn: not supported yet (no credentials endpoint for containers)",
                 "ephemeralStorage: not supported yet",
-                "containerDefinitions[0].mountPoints: not supported yet",
                 "containerDefinitions[0].healthCheck: not supported yet",
                 "containerDefinitions[0].logConfiguration.options: not supported yet (json-file rotates at 10 MiB, 3 files)",
                 "containerDefinitions[0].logConfiguration.secretOptions: not supported yet",
-                "containerDefinitions[1].volumesFrom: not supported yet",
                 "containerDefinitions[1].dependsOn[0].condition: not supported yet (HEALTHY needs health checks)",
                 "containerDefinitions[1].logConfiguration.logDriver: not supported yet (none: containers always log to json-file)",
             ]
@@ -101,14 +89,16 @@ mod tests {
     #[test]
     fn what_run_does_already() {
         let td = parse(&task(
-            r#""networkMode":"bridge","executionRoleArn":"r","#,
+            r#""networkMode":"bridge","executionRoleArn":"r","volumes":[{"name":"v"}],"#,
             &[
                 r#""name":"a","portMappings":[{"containerPort":80}],"links":["b"],
+                   "volumesFrom":[{"sourceContainer":"b","readOnly":true}],
                    "dependsOn":[{"containerName":"b","condition":"START"}],"dockerLabels":{"a":"b"},
                    "restartPolicy":{"enabled":true},"secrets":[{"name":"S","valueFrom":"s"}],
                    "environmentFiles":[{"value":"/e.env","type":"s3"}],
                    "logConfiguration":{"logDriver":"json-file"}"#,
-                r#""name":"b","disableNetworking":true"#,
+                r#""name":"b","disableNetworking":true,
+                   "mountPoints":[{"sourceVolume":"v","containerPath":"/v"}]"#,
             ],
         ));
         assert_eq!(not_yet_runnable(&td), Vec::<String>::new());

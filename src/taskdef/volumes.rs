@@ -164,11 +164,20 @@ fn parse_docker(v: &Value, path: &str, errs: &mut Errors) -> Option<DockerVolume
             return None;
         }
     };
+    let driver_opts = string_map(d, "driverOpts", path, errs);
+    if !driver_opts.is_empty() {
+        // The local driver's options mount a device or a tmpfs as the volume; skiff's local
+        // volumes are plain directories.
+        errs.push(
+            &format!("{path}.driverOpts"),
+            "is not supported by skiff (local volumes are directories on the host)",
+        );
+        return None;
+    }
     Some(DockerVolumeConfiguration {
         scope,
         autoprovision: get_bool(d, "autoprovision", path, errs),
         driver,
-        driver_opts: string_map(d, "driverOpts", path, errs),
         labels: string_map(d, "labels", path, errs),
     })
 }
@@ -277,7 +286,7 @@ mod tests {
             r#""volumes":[{"name":"hostdir","host":{"sourcePath":"/srv/data"}},
                 {"name":"scratch"},{"name":"anon","host":{}},
                 {"name":"named","dockerVolumeConfiguration":{"scope":"shared","autoprovision":true,
-                 "driver":"local","driverOpts":{"type":"tmpfs","device":"tmpfs"},"labels":{"a":"b"}}},
+                 "driver":"local","labels":{"a":"b"}}},
                 {"name":"plain","dockerVolumeConfiguration":{}}],"#,
             &[
                 r#""name":"a","mountPoints":[{"sourceVolume":"hostdir","containerPath":"/data","readOnly":true},
@@ -298,9 +307,6 @@ mod tests {
                     scope: VolumeScope::Shared,
                     autoprovision: true,
                     driver: "local".into(),
-                    driver_opts: [("device", "tmpfs"), ("type", "tmpfs")]
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .into(),
                     labels: [("a".to_string(), "b".to_string())].into(),
                 }),
                 &VolumeKind::Docker(DockerVolumeConfiguration {
@@ -345,7 +351,8 @@ mod tests {
                     {"name":"efs","efsVolumeConfiguration":{"fileSystemId":"fs-1"}},
                     {"name":"fsx","fsxWindowsFileServerVolumeConfiguration":{"fileSystemId":"fs-2"}},
                     {"name":"ebs","configuredAtLaunch":true},
-                    {"name":"opts","dockerVolumeConfiguration":{"driverOpts":{"o":1},"labels":[]}}],"#,
+                    {"name":"opts","dockerVolumeConfiguration":{"driverOpts":{"o":1},"labels":[]}},
+                    {"name":"tmpfs","dockerVolumeConfiguration":{"driverOpts":{"type":"tmpfs"}}}],"#,
                 &[r#""name":"a""#],
             ),
             &[
@@ -361,6 +368,7 @@ mod tests {
                 "volumes[10].configuredAtLaunch: EBS volumes configured at launch are not supported by skiff",
                 "volumes[11].dockerVolumeConfiguration.driverOpts.o: must be a string",
                 "volumes[11].dockerVolumeConfiguration.labels: must be an object of string values",
+                "volumes[12].dockerVolumeConfiguration.driverOpts: is not supported by skiff (local volumes are directories on the host)",
             ],
         );
         assert_errors(
