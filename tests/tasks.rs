@@ -241,3 +241,31 @@ fn task_commands_name_what_is_wrong() {
     assert_eq!(bad.status.code(), Some(125));
     assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
 }
+
+#[test]
+fn a_detached_task_that_cannot_start_says_why() {
+    let env = Env::new();
+    let td = env.taskdef(
+        "nostart",
+        r#"{"family":"nostart","networkMode":"none","containerDefinitions":[
+            {"name":"main","image":"$REGISTRY/busybox:latest","memory":64,"command":["/no/such/program"]}]}"#,
+    );
+    let out = skiff(&env, &["run", "-d", td.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("container main: CannotStartContainerError")
+            && err.contains("/no/such/program"),
+        "{err}"
+    );
+    let ps = stdout(&skiff(&env, &["ps", "-a", "--json"]));
+    let tasks: serde_json::Value = serde_json::from_str(&ps).unwrap();
+    let id = tasks[0]["taskId"]
+        .as_str()
+        .expect("the task stays listed")
+        .to_string();
+    let j = inspect(&env, &id);
+    assert_eq!(j["lastStatus"], "STOPPED", "{j}");
+    assert_eq!(skiff(&env, &["rm", &id]).status.code(), Some(0));
+    assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
+}

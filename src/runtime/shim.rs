@@ -35,7 +35,7 @@ pub const REASON_ESSENTIAL_EXITED: &str = "Essential container in task exited";
 pub const REASON_USER: &str = "Task stopped by user";
 
 /// The exit code reported for a container that could not start (Docker's).
-const START_FAILURE: i32 = 125;
+pub const START_FAILURE: i32 = 125;
 
 struct Stream {
     fd: OwnedFd,

@@ -554,9 +554,14 @@ pub const SHIM_LOG: &str = "shim.log";
 /// returns 0) or the start failed (prints why, returns the failure's exit code; the stopped
 /// task stays listed for `skiff ps -a` and `skiff logs`).
 async fn wait_started(task_dir: &Path, task_id: &str) -> Result<i32, TaskError> {
-    let sock = connect(task_dir)
-        .await
-        .map_err(|e| TaskError::Shim(format!("connect to the shim: {e}")))?;
+    let sock = match connect(task_dir).await {
+        Ok(s) => s,
+        // The shim may have finished (a start failure, a quick command) before we connected.
+        Err(e) => {
+            return outcome_from_state(task_dir, task_id)
+                .ok_or_else(|| TaskError::Shim(format!("connect to the shim: {e}")))
+        }
+    };
     let n = TaskState::read(task_dir)
         .map(|st| st.containers.len())
         .unwrap_or(1);
@@ -593,9 +598,33 @@ async fn wait_started(task_dir: &Path, task_id: &str) -> Result<i32, TaskError> 
             _ => {}
         }
     }
-    Err(TaskError::Shim(
-        "the shim ended before the task started".into(),
-    ))
+    // The events went out before we listened: the state file has the outcome.
+    outcome_from_state(task_dir, task_id)
+        .ok_or_else(|| TaskError::Shim("the shim ended before the task started".into()))
+}
+
+/// How a `run -d` whose shim already ended turned out, from the task's state file: a
+/// container that could not start (its error, exit 125), or a task that ran and stopped.
+fn outcome_from_state(task_dir: &Path, task_id: &str) -> Option<i32> {
+    let st = TaskState::read(task_dir).ok()?;
+    if let Some(c) = st.containers.iter().find(|c| {
+        c.reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("CannotStartContainerError"))
+    }) {
+        eprintln!(
+            "skiff: container {}: {}",
+            c.name,
+            c.reason.as_deref().unwrap_or_default()
+        );
+        eprintln!("skiff: task {task_id} stopped");
+        return Some(crate::runtime::shim::START_FAILURE);
+    }
+    if st.known_status == Status::Stopped {
+        println!("{task_id}");
+        return Some(0);
+    }
+    None
 }
 
 /// Connects to the shim's socket in `task_dir` (through /proc/self/fd, so that a long state
