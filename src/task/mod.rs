@@ -10,7 +10,7 @@ mod spec;
 pub mod store;
 
 pub use limits::LimitSettings;
-pub use run::{connect, run_foreground, Attach, RunOptions};
+pub use run::{check_task_id, connect, run_foreground, Attach, RunOptions};
 
 use crate::cgroup::CgroupError;
 use crate::image::ImageError;
