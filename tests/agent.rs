@@ -446,3 +446,45 @@ fn bad_config_is_refused_naming_the_key() {
     assert_eq!(out.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&out.stderr).contains("ECS_INSTANCE_ATTRIBUTES"));
 }
+
+#[test]
+fn failed_starts_and_early_stops_are_reported_once_and_never_retried() {
+    let env = Env::new();
+    let server = FakeServer::start();
+    let a = agent(&env, &server, &[]);
+    // An image the registry does not have.
+    let bad = new_id();
+    let mut d = desired(&bad, "true");
+    d["taskDefinition"]["containerDefinitions"][0]["image"] =
+        json!(format!("{}/no-such-image:1", registry()));
+    server.desire(d);
+    let stopped = wait_event(&server, &arn(&bad), "STOPPED", &a);
+    assert_eq!(stopped["stopCode"], "TaskFailedToStart");
+    let reason = stopped["stoppedReason"].as_str().unwrap();
+    assert!(reason.starts_with("CannotPullContainerError"), "{reason}");
+    // Stopped before it could start: reported, never run.
+    let early = new_id();
+    let mut d = desired(&early, "sleep 600");
+    d["desiredStatus"] = json!("STOPPED");
+    d["stoppedReason"] = json!("Changed my mind");
+    server.desire(d);
+    let stopped = wait_event(&server, &arn(&early), "STOPPED", &a);
+    assert_eq!(stopped["stopCode"], "UserInitiated");
+    assert_eq!(stopped["stoppedReason"], "Changed my mind");
+    // Several more polls and ticks: nothing is retried or reported again.
+    server.with(|st| st.version += 1);
+    let polls = server.with(|st| st.polls);
+    server
+        .wait(WAIT, |st| (st.polls >= polls + 3).then_some(()))
+        .unwrap();
+    assert_eq!(
+        server.events_of(&arn(&bad)).len(),
+        1,
+        "{:?}",
+        server.events_of(&arn(&bad))
+    );
+    assert_eq!(server.events_of(&arn(&early)).len(), 1);
+    assert!(!has_task_dir(&env, &bad) && !has_task_dir(&env, &early));
+    assert_contiguous(&server);
+    finish(&env, a);
+}

@@ -26,6 +26,10 @@ const WATCH_EVERY: Duration = Duration::from_secs(1);
 /// How often running tasks' cgroups are sampled, at most.
 const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 
+/// The stopped reason of a task whose directory was removed before it was reported stopped.
+const REASON_REMOVED: &str =
+    "ContainerVanishedError: the task's files were removed from the host while it ran";
+
 struct Shared {
     cfg: Config,
     data_dir: PathBuf,
@@ -33,7 +37,8 @@ struct Shared {
     client: Client,
     launcher: Launcher,
     outbox: Mutex<Outbox>,
-    desired: Mutex<Vec<DesiredTask>>,
+    /// None until the first answer of the server.
+    desired: Mutex<Option<Vec<DesiredTask>>>,
     /// Tasks being started or stopped by a tokio task of ours right now.
     busy: Mutex<HashSet<String>>,
     changed: Arc<Notify>,
@@ -189,7 +194,7 @@ pub async fn run(mut cfg: Config, placement: Placement) -> Result<(), AgentError
         placement: placement.clone(),
         client,
         outbox: Mutex::new(outbox),
-        desired: Mutex::new(Vec::new()),
+        desired: Mutex::new(None),
         busy: Mutex::new(HashSet::new()),
         changed: changed.clone(),
         send: Notify::new(),
@@ -265,23 +270,31 @@ fn tick(sh: &Arc<Shared>) -> Result<(), AgentError> {
         let never: Vec<_> = ob
             .entries()
             .filter(|(id, e)| !by_id.contains_key(id.as_str()) && !e.emitted_stopped())
-            .filter_map(|(_, e)| e.not_started.clone().map(|ns| (e.clone(), ns)))
+            .filter_map(|(_, e)| e.ended_without_dir.clone().map(|ns| (e.clone(), ns)))
             .collect();
         for (e, (reason, code)) in never {
-            emitted |= ob.emit(snapshot::not_started(&e, &reason, &code))?;
+            emitted |= ob.emit(snapshot::without_dir(&e, &reason, &code))?;
         }
-        // Forget what is stopped, reported, gone from disk and no longer desired.
-        let desired: HashSet<String> = lock(&sh.desired)
-            .iter()
-            .map(|d| task_id(&d.task_arn).to_string())
-            .collect();
-        let busy = lock(&sh.busy).clone();
-        ob.retain(|id, e| {
-            !(e.emitted_stopped()
-                && !by_id.contains_key(id)
-                && !desired.contains(id)
-                && !busy.contains(id))
-        })?;
+        // Forget what is stopped, delivered, gone from disk and no longer desired (known only
+        // once the server answered: until then a restarted agent keeps everything).
+        let desired: Option<HashSet<String>> = lock(&sh.desired)
+            .as_ref()
+            .map(|d| d.iter().map(|d| task_id(&d.task_arn).to_string()).collect());
+        if let Some(desired) = desired {
+            let busy = lock(&sh.busy).clone();
+            let pending: HashSet<String> = ob
+                .entries()
+                .filter(|(_, e)| ob.is_pending(&e.task_arn))
+                .map(|(id, _)| id.clone())
+                .collect();
+            ob.retain(|id, e| {
+                !(e.emitted_stopped()
+                    && !by_id.contains_key(id)
+                    && !desired.contains(id)
+                    && !busy.contains(id)
+                    && !pending.contains(id))
+            })?;
+        }
     }
     if emitted {
         sh.send.notify_one();
@@ -290,7 +303,7 @@ fn tick(sh: &Arc<Shared>) -> Result<(), AgentError> {
 }
 
 fn reconcile(sh: &Arc<Shared>, local: &HashMap<&str, &TaskView>) -> Result<(), AgentError> {
-    let desired = lock(&sh.desired).clone();
+    let desired = lock(&sh.desired).clone().unwrap_or_default();
     for d in desired {
         let id = task_id(&d.task_arn).to_string();
         if crate::task::check_task_id(&id).is_err() {
@@ -303,28 +316,32 @@ fn reconcile(sh: &Arc<Shared>, local: &HashMap<&str, &TaskView>) -> Result<(), A
         let entry = lock(&sh.outbox).entry(&id).cloned();
         let view = local.get(id.as_str());
         match (d.desired_status.as_str(), view) {
-            ("RUNNING", None) => {
-                let done = entry
-                    .as_ref()
-                    .is_some_and(|e| e.not_started.is_some() || e.emitted_stopped());
-                if !done {
-                    start(sh, id, d)?;
+            ("RUNNING", None) => match &entry {
+                Some(e) if e.ended_without_dir.is_some() || e.emitted_stopped() => {}
+                // It had a directory (a snapshot of it was emitted) and someone removed it:
+                // it ran once, it does not start again.
+                Some(e) if e.last.is_some() => {
+                    lock(&sh.outbox).update(&id, &d.task_arn, |e| {
+                        e.ended_without_dir =
+                            Some((REASON_REMOVED.into(), "EssentialContainerExited".into()));
+                    })?;
                 }
-            }
+                _ => start(sh, id, d)?,
+            },
             ("STOPPED", Some(v)) if v.status() != Status::Stopped && !v.creating => {
                 stop(sh, id, d, v.dir.clone())?;
             }
             ("STOPPED", None) => {
                 let settled = entry
                     .as_ref()
-                    .is_some_and(|e| e.not_started.is_some() || e.emitted_stopped());
+                    .is_some_and(|e| e.ended_without_dir.is_some() || e.emitted_stopped());
                 if !settled {
                     let reason = d
                         .stopped_reason
                         .clone()
                         .unwrap_or_else(|| crate::runtime::shim::REASON_USER.into());
                     lock(&sh.outbox).update(&id, &d.task_arn, |e| {
-                        e.not_started = Some((reason, "UserInitiated".into()));
+                        e.ended_without_dir = Some((reason, "UserInitiated".into()));
                     })?;
                 }
             }
@@ -356,7 +373,7 @@ fn start(sh: &Arc<Shared>, id: String, d: DesiredTask) -> Result<(), AgentError>
         if let Some(reason) = failed {
             tracing::warn!(task = %d.task_arn, reason, "task failed to start");
             if let Err(e) = lock(&sh.outbox).update(&id, &d.task_arn, |e| {
-                e.not_started = Some((reason, "TaskFailedToStart".into()));
+                e.ended_without_dir = Some((reason, "TaskFailedToStart".into()));
             }) {
                 tracing::error!(error = %e, "cannot record a failed start");
             }
@@ -399,10 +416,11 @@ async fn poll_loop(sh: Arc<Shared>) {
                 if let Err(e) = lock(&sh.outbox).observe_applied(r.applied_seq) {
                     tracing::error!(error = %e, "cannot drop delivered events");
                 }
-                if r.version != version {
+                let first = lock(&sh.desired).is_none();
+                if r.version != version || first {
                     tracing::debug!(version = r.version, tasks = r.tasks.len(), "desired set");
                     version = r.version;
-                    *lock(&sh.desired) = r.tasks;
+                    *lock(&sh.desired) = Some(r.tasks);
                     sh.changed.notify_one();
                 }
                 sh.send.notify_one();

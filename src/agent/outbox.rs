@@ -25,10 +25,11 @@ pub struct Entry {
     /// The last snapshot emitted.
     #[serde(default)]
     pub last: Option<TaskEvent>,
-    /// Why it was never started (reason, stop code): a failed start or a stop that came
-    /// before it started. Such a task is never started again.
+    /// How it ended without a task directory (reason, stop code): a failed start, a stop
+    /// that came before the start, or its directory removed on the host before it was
+    /// reported stopped. Such a task is never started again.
     #[serde(default)]
-    pub not_started: Option<(String, String)>,
+    pub ended_without_dir: Option<(String, String)>,
     /// The control plane asked to stop it, with this reason (ECS's StopTask reason).
     #[serde(default)]
     pub stop_reason: Option<String>,
@@ -254,6 +255,11 @@ impl Outbox {
     /// Up to `n` undelivered events, oldest first.
     pub fn batch(&self, n: usize) -> Vec<TaskEvent> {
         self.pending.iter().take(n).cloned().collect()
+    }
+
+    /// Whether an event of this task waits for delivery.
+    pub fn is_pending(&self, arn: &str) -> bool {
+        self.pending.iter().any(|e| e.task_arn == arn)
     }
 
     pub fn pending_len(&self) -> usize {

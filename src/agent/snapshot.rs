@@ -130,9 +130,9 @@ pub fn of_view(v: &TaskView, entry: &Entry) -> TaskEvent {
     }
 }
 
-/// The snapshot of a task that never got a directory (its start failed, or it was stopped
-/// before it started).
-pub fn not_started(entry: &Entry, reason: &str, code: &str) -> TaskEvent {
+/// The snapshot of a task that ended without a directory (its start failed, it was stopped
+/// before it started, or its directory was removed).
+pub fn without_dir(entry: &Entry, reason: &str, code: &str) -> TaskEvent {
     TaskEvent {
         seq: 0,
         task_arn: entry.task_arn.clone(),
