@@ -488,3 +488,84 @@ fn failed_starts_and_early_stops_are_reported_once_and_never_retried() {
     assert_contiguous(&server);
     finish(&env, a);
 }
+
+#[test]
+fn an_agent_killed_mid_start_does_not_start_the_task_twice() {
+    let env = Env::new();
+    let server = FakeServer::start();
+    let mut a = agent(&env, &server, &[]);
+    server
+        .wait(WAIT, |st| (st.polls >= 1).then_some(()))
+        .unwrap_or_else(|| panic!("no poll:\n{}", a.log()));
+    let id = new_id();
+    server.desire(desired(&id, "trap 'exit 0' TERM; sleep 600 & wait"));
+    // Killed as soon as the start has taken the id: `skiff run -d` goes on without it.
+    wait_for(WAIT, || has_task_dir(&env, &id).then_some(()))
+        .unwrap_or_else(|| panic!("the start did not begin:\n{}", a.log()));
+    a.kill(libc::SIGKILL);
+    let a = agent(&env, &server, &[]);
+    wait_event(&server, &arn(&id), "RUNNING", &a);
+    let polls = server.with(|st| st.polls);
+    server
+        .wait(WAIT, |st| (st.polls >= polls + 3).then_some(()))
+        .unwrap();
+    assert_eq!(
+        std::fs::read_dir(env.state.join("tasks")).unwrap().count(),
+        1
+    );
+    let shims = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|p| {
+            std::fs::read(p.path().join("cmdline"))
+                .map(|c| {
+                    let c = String::from_utf8_lossy(&c).replace('\0', " ");
+                    c.contains(" shim ") && c.contains(&id)
+                })
+                .unwrap_or(false)
+        })
+        .count();
+    assert_eq!(shims, 1, "one shim for the task");
+    let running = server
+        .events_of(&arn(&id))
+        .iter()
+        .filter(|e| e["lastStatus"] == "RUNNING")
+        .count();
+    assert_eq!(running, 1);
+    assert_contiguous(&server);
+    finish(&env, a);
+}
+
+#[test]
+fn image_cleanup_spares_images_that_tasks_use() {
+    let env = Env::new();
+    let unused = format!("{}/busybox-layered:latest", registry());
+    let out = env.output(&["pull", &unused]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Older than the minimum age once the agent runs; the task's image, pulled by its start,
+    // is younger until the task's record protects it.
+    std::thread::sleep(Duration::from_secs(3));
+    let server = FakeServer::start();
+    let a = agent(
+        &env,
+        &server,
+        &[
+            ("ECS_IMAGE_CLEANUP_INTERVAL", "1s"),
+            ("ECS_IMAGE_MINIMUM_CLEANUP_AGE", "2s"),
+        ],
+    );
+    let id = new_id();
+    server.desire(desired(&id, "trap 'exit 0' TERM; sleep 600 & wait"));
+    wait_event(&server, &arn(&id), "RUNNING", &a);
+    let images = || stdout(&env.output(&["images"]));
+    wait_for(WAIT, || {
+        (!images().contains("busybox-layered")).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the unused image stayed: {}\n{}", images(), a.log()));
+    // Several more cycles past its minimum age: the image the running task uses stays.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(images().contains("busybox:latest"), "{}", images());
+    server.stop_task(&arn(&id), "Done");
+    wait_event(&server, &arn(&id), "STOPPED", &a);
+    finish(&env, a);
+}

@@ -131,7 +131,9 @@ async fn identity(cfg: &Config, client: &Client) -> Result<Identity, AgentError>
                 tracing::info!(instance = %id.container_instance_arn, "registered");
                 return Ok(id);
             }
-            Err(e @ AgentError::Refused { .. }) => return Err(e),
+            // A refusal (bad token, unknown cluster) will not change by retrying; a server
+            // error may.
+            Err(e @ AgentError::Refused { status, .. }) if status < 500 => return Err(e),
             Err(e) => {
                 let d = backoff.step();
                 tracing::warn!(error = %e, retry_in = ?d, "cannot register");
