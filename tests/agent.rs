@@ -351,7 +351,10 @@ fn local_commands_go_through_the_agent_socket() {
     let server = FakeServer::start();
     let a = agent(&env, &server, &[]);
     let id = new_id();
-    server.desire(desired(&id, "trap 'exit 0' TERM; sleep 600 & wait"));
+    server.desire(desired(
+        &id,
+        "echo hello-from-task; trap 'exit 0' TERM; sleep 600 & wait",
+    ));
     wait_event(&server, &arn(&id), "RUNNING", &a);
     let sock = env.state.join("agent.sock");
     let mode = std::fs::metadata(&sock).unwrap().permissions();
@@ -363,6 +366,11 @@ fn local_commands_go_through_the_agent_socket() {
     let ps = env.output(&["ps"]);
     assert_eq!(ps.status.code(), Some(0), "{}", stderr(&ps));
     assert!(stdout(&ps).contains(&id[..12]), "{}", stdout(&ps));
+    let logs = wait_for(WAIT, || {
+        let o = env.output(&["logs", &id]);
+        stdout(&o).contains("hello-from-task").then_some(o)
+    });
+    assert!(logs.is_some(), "logs through the agent");
     let stop = env.output(&["stop", &id[..12]]);
     assert_eq!(stop.status.code(), Some(0), "{}", stderr(&stop));
     let stopped = wait_event(&server, &arn(&id), "STOPPED", &a);
@@ -372,7 +380,8 @@ fn local_commands_go_through_the_agent_socket() {
     assert_eq!(bad.status.code(), Some(125));
     assert!(stderr(&bad).contains("no-such-task"), "{}", stderr(&bad));
     let log = a.log();
-    assert_eq!(log.matches("local command").count(), 3, "{log}");
+    assert!(log.matches("local command").count() >= 4, "{log}");
+    assert!(log.contains("\"stop\""), "{log}");
     finish(&env, a);
 }
 
@@ -568,4 +577,21 @@ fn image_cleanup_spares_images_that_tasks_use() {
     server.stop_task(&arn(&id), "Done");
     wait_event(&server, &arn(&id), "STOPPED", &a);
     finish(&env, a);
+}
+
+#[test]
+fn a_refused_join_token_ends_the_agent_with_the_servers_reason() {
+    let env = Env::new();
+    let server = FakeServer::start();
+    write_config(&env, &server, true);
+    let mut a = agent_with_config(&env, &[("SKIFF_JOIN_TOKEN", "wrong")]);
+    let st = a.child.as_mut().unwrap().wait().unwrap();
+    assert_eq!(st.code(), Some(125));
+    let log = a.log();
+    assert!(
+        log.contains("403") && log.contains("AccessDeniedException"),
+        "{log}"
+    );
+    assert!(!env.state.join("agent/identity.json").exists());
+    assert!(!env.state.join("agent.sock").exists());
 }
