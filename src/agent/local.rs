@@ -32,6 +32,9 @@ pub const COMMANDS: [&str; 5] = ["ps", "logs", "stop", "inspect", "stats"];
 struct Request {
     args: Vec<String>,
     cwd: PathBuf,
+    /// The client's SKIFF_LOG: the command logs as the person asked, not as the agent does.
+    #[serde(default)]
+    log: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -136,6 +139,10 @@ impl Server {
         if let Some(r) = &self.placement.root {
             cmd.env("SKIFF_CGROUP_ROOT", r);
         }
+        match &req.log {
+            Some(l) => cmd.env("SKIFF_LOG", l),
+            None => cmd.env_remove("SKIFF_LOG"),
+        };
         let mut child = cmd.spawn()?;
         let mut out = child.stdout.take().expect("piped");
         let mut err = child.stderr.take().expect("piped");
@@ -186,6 +193,7 @@ pub fn forward(state_dir: &Path) -> Option<i32> {
     let req = Request {
         args: std::env::args().skip(1).collect(),
         cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
+        log: std::env::var("SKIFF_LOG").ok(),
     };
     let mut w = &s;
     let mut line = serde_json::to_vec(&req).expect("request serializes");

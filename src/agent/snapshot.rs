@@ -125,9 +125,37 @@ pub fn of_view(v: &TaskView, entry: &Entry) -> TaskEvent {
         execution_stopped_at: (status == Status::Stopped)
             .then(|| container_stops.iter().max().copied().map(secs))
             .flatten(),
-        attachments: Vec::new(),
+        attachments: attachments(v),
         at: now(),
     }
+}
+
+/// An awsvpc task's network as ECS describes its ENI: one attachment with the task's
+/// address and MAC (all containers share them).
+fn attachments(v: &TaskView) -> Vec<serde_json::Value> {
+    let Some(n) = v
+        .record
+        .as_ref()
+        .and_then(|r| r.containers.iter().find_map(|c| c.network.as_ref()))
+        .filter(|n| n.mode == "awsvpc")
+    else {
+        return Vec::new();
+    };
+    let status = if v.status() == Status::Stopped {
+        "DELETED"
+    } else {
+        "ATTACHED"
+    };
+    vec![serde_json::json!({
+        "id": v.id,
+        "type": "ElasticNetworkInterface",
+        "status": status,
+        "details": [
+            {"name": "macAddress", "value": n.mac},
+            {"name": "privateIPv4Address", "value": n.ip.to_string()},
+            {"name": "subnetGatewayIpv4Address", "value": format!("{}/{}", n.gateway, n.prefix)},
+        ],
+    })]
 }
 
 /// The snapshot of a task that ended without a directory (its start failed, it was stopped
@@ -148,5 +176,97 @@ pub fn without_dir(entry: &Entry, reason: &str, code: &str) -> TaskEvent {
         execution_stopped_at: None,
         attachments: Vec::new(),
         at: now(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn view(state: serde_json::Value, shim_alive: bool) -> TaskView {
+        let cg = json!({"mode": "V1", "dirs": [], "memory_dir": null});
+        let record = json!({
+            "task_id": "t1", "family": "f", "started_at": 100, "task_arn": "arn:x/t1",
+            "cgroup": cg,
+            "containers": [{"name": "web", "image": "i", "image_digest": "sha256:ab",
+                "cgroup": cg,
+                "network": {"mode": "awsvpc", "ip": "10.0.0.5", "prefix": 24,
+                    "gateway": "10.0.0.1", "mac": "02:00:00:00:00:01",
+                    "bindings": [{"proto": "tcp", "container_port": 80, "host_port": 8080}]}}]
+        });
+        TaskView {
+            id: "t1".into(),
+            dir: "/nonexistent".into(),
+            record: Some(serde_json::from_value(record).unwrap()),
+            state: Some(serde_json::from_value(state).unwrap()),
+            shim_alive,
+            creating: false,
+        }
+    }
+
+    fn state(known: &str, reason: Option<&str>, exit: Option<i32>, oom: bool) -> serde_json::Value {
+        json!({"task_id": "t1", "shim_pid": 1, "desired_status": known, "known_status": known,
+            "stop_reason": reason, "exit_code": exit, "stopped_at": 200000,
+            "containers": [{"name": "web", "status": known, "pid": 5, "exit_code": exit,
+                "signal": null, "oom_killed": oom,
+                "reason": if oom { Some(crate::task::OOM_REASON) } else { None },
+                "started_at": 101000, "finished_at": 199000, "restart_count": 0}]})
+    }
+
+    #[test]
+    fn running_tasks_carry_bindings_and_their_eni() {
+        let entry = Entry {
+            task_arn: "arn:x/t1".into(),
+            ..Entry::default()
+        };
+        let e = of_view(&view(state("RUNNING", None, None, false), true), &entry);
+        assert_eq!(e.last_status, "RUNNING");
+        assert_eq!(e.stop_code, None);
+        let b = &e.containers[0].network_bindings[0];
+        assert_eq!((b.container_port, b.host_port), (Some(80), Some(8080)));
+        assert_eq!(b.protocol.as_deref(), Some("tcp"));
+        assert_eq!(e.started_at, Some(101.0));
+        assert_eq!(e.attachments[0]["status"], "ATTACHED");
+        assert_eq!(e.attachments[0]["details"][1]["value"], "10.0.0.5");
+    }
+
+    #[test]
+    fn stop_codes_and_reasons_follow_ecs() {
+        let plain = Entry {
+            task_arn: "arn:x/t1".into(),
+            ..Entry::default()
+        };
+        let oom = of_view(
+            &view(
+                state("STOPPED", Some(REASON_ESSENTIAL_EXITED), Some(137), true),
+                false,
+            ),
+            &plain,
+        );
+        assert_eq!(oom.stop_code.as_deref(), Some("EssentialContainerExited"));
+        assert_eq!(
+            oom.containers[0].reason.as_deref(),
+            Some(crate::task::OOM_REASON)
+        );
+        assert_eq!(oom.containers[0].exit_code, Some(137));
+        assert_eq!(oom.stopped_at, Some(200.0));
+        assert_eq!(oom.execution_stopped_at, Some(199.0));
+        assert_eq!(oom.attachments[0]["status"], "DELETED");
+        // The control plane's stop: its reason replaces the shim's generic one.
+        let asked = Entry {
+            stop_reason: Some("Scaling down".into()),
+            ..plain.clone()
+        };
+        let e = of_view(
+            &view(state("STOPPED", Some(REASON_USER), Some(0), false), false),
+            &asked,
+        );
+        assert_eq!(e.stop_code.as_deref(), Some("UserInitiated"));
+        assert_eq!(e.stopped_reason.as_deref(), Some("Scaling down"));
+        // A shim that vanished while the task ran.
+        let e = of_view(&view(state("RUNNING", None, None, false), false), &plain);
+        assert_eq!(e.last_status, "STOPPED");
+        assert_eq!(e.stop_code.as_deref(), Some("EssentialContainerExited"));
     }
 }
