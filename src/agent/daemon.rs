@@ -450,10 +450,18 @@ async fn send_loop(sh: Arc<Shared>) {
         let n = batch.len();
         match sh.client.events(batch).await {
             Ok(r) => {
-                backoff.reset();
                 tracing::debug!(events = n, applied = r.applied_seq, "events delivered");
+                let before = lock(&sh.outbox).pending_len();
                 if let Err(e) = lock(&sh.outbox).observe_applied(r.applied_seq) {
                     tracing::error!(error = %e, "cannot drop delivered events");
+                }
+                if lock(&sh.outbox).pending_len() < before {
+                    backoff.reset();
+                } else {
+                    // Answered but applied none of them: not a reason to post in a tight loop.
+                    let d = backoff.step();
+                    tracing::warn!(applied = r.applied_seq, retry_in = ?d, "the server applied none of the events");
+                    tokio::time::sleep(d).await;
                 }
             }
             Err(e) => {
