@@ -446,6 +446,19 @@ mod tests {
     }
 
     #[test]
+    fn a_task_id_is_taken_once() {
+        let dir = std::env::temp_dir().join(format!("skiff-store-once-{}", std::process::id()));
+        let t = dir.join("tasks").join("chosen-id");
+        create_task_dir(&t).unwrap();
+        // Even an empty directory of that name (a rename would replace it) is taken.
+        std::fs::remove_file(t.join(CREATING_FILE)).unwrap();
+        let e = create_task_dir(&t).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
+        assert!(!dir.join("tasks").join(".new-chosen-id").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn a_directory_without_a_live_creator_or_state_is_an_orphan() {
         let dir = std::env::temp_dir().join(format!("skiff-store-{}", std::process::id()));
         let tasks = dir.join("tasks");
