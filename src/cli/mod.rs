@@ -1,6 +1,7 @@
 //! Command-line entry: parse, then either enter the single-threaded shim (before any tokio
 //! runtime exists) or run a command on a tokio runtime.
 
+mod agent;
 mod exec;
 mod images;
 mod info;
@@ -12,6 +13,8 @@ mod stats;
 mod tasks;
 mod validate;
 mod volume;
+
+pub(crate) use tasks::parse_duration;
 
 use std::path::PathBuf;
 
@@ -111,6 +114,9 @@ enum Cmd {
     Stats(stats::StatsArgs),
     /// This host's capacity and cgroup setup.
     Info(info::InfoArgs),
+    /// The edge daemon: join a control plane (`skiff server`), run the tasks it gives this
+    /// host, report their state and utilization.
+    Agent(agent::AgentArgs),
     /// Internal: drive the networking primitives step by step (tests, debugging).
     #[command(hide = true)]
     NetDebug(net_debug::NetDebugArgs),
@@ -150,6 +156,15 @@ pub fn main() -> i32 {
     if let Cmd::NetDebug(args) = cli.cmd {
         return net_debug::run(args, &cli.state_dir);
     }
+    // While an agent runs on this state directory, the task commands go through it.
+    if matches!(
+        cli.cmd,
+        Cmd::Ps(_) | Cmd::Logs(_) | Cmd::Stop(_) | Cmd::Inspect(_) | Cmd::Stats(_)
+    ) {
+        if let Some(code) = crate::agent::local::forward(&cli.state_dir) {
+            return code;
+        }
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -184,6 +199,7 @@ pub fn main() -> i32 {
             Cmd::Images(args) => images::images(args, &cli.state_dir),
             Cmd::Rmi(args) => images::rmi(args, &cli.state_dir).await,
             Cmd::Prune(args) => images::prune(args, &cli.state_dir).await,
+            Cmd::Agent(args) => agent::run(args, placement).await,
             Cmd::Shim { .. } | Cmd::Info(_) | Cmd::NetDebug(_) => unreachable!("handled above"),
         }
     });

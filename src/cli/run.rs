@@ -65,6 +65,12 @@ pub struct RunArgs {
     /// Firewall backend for NAT and port rules: nft or iptables (default: nft when installed).
     #[arg(long, env = "SKIFF_FIREWALL")]
     firewall: Option<String>,
+    /// Internal (`skiff agent`): the task's id instead of a random one.
+    #[arg(long, hide = true)]
+    task_id: Option<String>,
+    /// Internal (`skiff agent`): the control plane's ARN of the task, kept in its record.
+    #[arg(long, hide = true)]
+    task_arn: Option<String>,
     #[command(flatten)]
     pull: PullOpts,
 }
@@ -145,6 +151,8 @@ pub async fn run(
             reserved_ports: args.reserved_ports,
             firewall: args.firewall,
         },
+        task_id: args.task_id,
+        task_arn: args.task_arn,
     };
     match run_foreground(td, opts).await {
         Ok(code) => {

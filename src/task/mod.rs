@@ -11,7 +11,7 @@ pub mod store;
 pub mod volumes;
 
 pub use limits::LimitSettings;
-pub use run::{connect, run_foreground, Attach, RunOptions};
+pub use run::{check_task_id, connect, run_foreground, Attach, RunOptions};
 
 use crate::cgroup::CgroupError;
 use crate::image::ImageError;

@@ -13,6 +13,9 @@ pub struct TaskRecord {
     /// `skiff run --name`: unique among the tasks of the state directory.
     #[serde(default)]
     pub name: Option<String>,
+    /// The control plane's ARN of a task `skiff agent` started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_arn: Option<String>,
     pub family: String,
     /// Unix seconds.
     pub started_at: u64,

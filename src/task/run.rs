@@ -46,6 +46,23 @@ pub struct RunOptions {
     pub keep_stopped: Duration,
     /// The bridge network (bridge and awsvpc modes).
     pub net: super::net::NetSettings,
+    /// A task id chosen by the caller (`skiff agent`: the id part of the task's ARN) instead
+    /// of a random one. Its directory is made before the pull, so that the id is taken (and
+    /// the task listed as PENDING) from the start: a second start of the same id fails.
+    pub task_id: Option<String>,
+    /// The control plane's ARN of the task, kept in its record.
+    pub task_arn: Option<String>,
+}
+
+/// A caller-chosen task id must be a safe directory name.
+pub fn check_task_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        return Err(format!(
+            "task id {id:?}: must be 1-64 letters, digits or '-'"
+        ));
+    }
+    Ok(())
 }
 
 /// What of the caller's terminal a foreground run hands to the task.
@@ -184,9 +201,23 @@ async fn run_inner(
     let mut sigterm =
         signal(SignalKind::terminate()).map_err(|e| TaskError::Shim(e.to_string()))?;
 
-    let task_id = new_task_id();
+    let task_id = match &opts.task_id {
+        Some(id) => {
+            check_task_id(id).map_err(TaskError::Unsupported)?;
+            id.clone()
+        }
+        None => new_task_id(),
+    };
     tracing::info!(task = %task_id, family = %td.family, "starting task");
     super::store::sweep(&opts.state_dir, &opts.cgroup, opts.keep_stopped);
+    let task_dir = opts.state_dir.join("tasks").join(&task_id);
+    if opts.task_id.is_some() {
+        super::store::create_task_dir(&task_dir).map_err(|e| TaskError::Io {
+            what: format!("create {}", task_dir.display()),
+            source: e,
+        })?;
+        created.task_dir = Some(task_dir.clone());
+    }
     // Whatever the new task's mode: what a crash left of another task's network goes now.
     if opts.state_dir.join("net").exists() {
         tokio::task::block_in_place(|| {
@@ -239,12 +270,13 @@ async fn run_inner(
     } else {
         None
     };
-    let task_dir = opts.state_dir.join("tasks").join(&task_id);
-    super::store::create_task_dir(&task_dir).map_err(|e| TaskError::Io {
-        what: format!("create {}", task_dir.display()),
-        source: e,
-    })?;
-    created.task_dir = Some(task_dir.clone());
+    if opts.task_id.is_none() {
+        super::store::create_task_dir(&task_dir).map_err(|e| TaskError::Io {
+            what: format!("create {}", task_dir.display()),
+            source: e,
+        })?;
+        created.task_dir = Some(task_dir.clone());
+    }
 
     let hierarchy = Hierarchy::detect(&opts.cgroup)?;
     tracing::info!(mode = ?hierarchy.mode, controllers = ?hierarchy.controllers, "cgroups");
@@ -401,6 +433,7 @@ async fn run_inner(
     let record = TaskRecord {
         task_id: task_id.clone(),
         name: opts.name.clone(),
+        task_arn: opts.task_arn.clone(),
         family: td.family.clone(),
         started_at: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

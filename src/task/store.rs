@@ -119,11 +119,35 @@ pub fn create_task_dir(task_dir: &Path) -> std::io::Result<()> {
     let pid = std::process::id() as i32;
     let st = start_time(pid).unwrap_or(0);
     let made = std::fs::write(tmp.join(CREATING_FILE), format!("{pid} {st}\n"))
-        .and_then(|()| std::fs::rename(&tmp, task_dir));
+        .and_then(|()| rename_noreplace(&tmp, task_dir));
     if made.is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
     }
     made
+}
+
+/// rename(2) that fails with EEXIST instead of replacing an existing (empty) directory: a
+/// task id is taken once.
+fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::ffi::CString;
+    let c = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::other("path holds a NUL byte"))
+    };
+    let (f, t) = (c(from)?, c(to)?);
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn creator_alive(task_dir: &Path) -> bool {
@@ -419,6 +443,19 @@ mod tests {
         let a = start_time(me).unwrap();
         assert_eq!(start_time(me), Some(a));
         assert!(start_time(i32::MAX).is_none());
+    }
+
+    #[test]
+    fn a_task_id_is_taken_once() {
+        let dir = std::env::temp_dir().join(format!("skiff-store-once-{}", std::process::id()));
+        let t = dir.join("tasks").join("chosen-id");
+        create_task_dir(&t).unwrap();
+        // Even an empty directory of that name (a rename would replace it) is taken.
+        std::fs::remove_file(t.join(CREATING_FILE)).unwrap();
+        let e = create_task_dir(&t).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
+        assert!(!dir.join("tasks").join(".new-chosen-id").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
