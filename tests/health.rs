@@ -194,7 +194,10 @@ fn exec_form_timeout_and_start_period() {
         named(j, "warming")["healthStatus"] == "UNHEALTHY"
     });
     assert_eq!(seen[0], [st("UNKNOWN", 0, None), st("HEALTHY", 0, Some(0))]);
-    assert_eq!(named(&j, "exec")["health"]["output"], "exec $NOT_EXPANDED\n");
+    assert_eq!(
+        named(&j, "exec")["health"]["output"],
+        "exec $NOT_EXPANDED\n"
+    );
     // Every check of it times out (the streak goes on growing).
     assert_eq!(
         seen[1][..2],
@@ -254,7 +257,10 @@ fn ecs_fixture_container_ordering_healthy_starts_the_dependent_once_healthy() {
         !logs.is_empty() && logs.lines().all(|l| l == "hi"),
         "{logs:?}"
     );
-    assert_eq!(j["lastStatus"], "RUNNING", "the essential dependency runs on");
+    assert_eq!(
+        j["lastStatus"], "RUNNING",
+        "the essential dependency runs on"
+    );
     assert_eq!(skiff(&env, &["rm", "-f", &id]).status.code(), Some(0));
     assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
 }
