@@ -42,6 +42,9 @@ fn inspect(env: &Env, task: &str) -> Value {
     serde_json::from_str(&stdout(&out)).unwrap()
 }
 
+/// A container's health as seen once: status, failing streak, last exit code.
+type Seen = (String, u64, Option<i64>);
+
 fn named<'a>(j: &'a Value, name: &str) -> &'a Value {
     j["containers"]
         .as_array()
@@ -59,8 +62,8 @@ fn watch_health(
     names: &[&str],
     limit: Duration,
     mut done: impl FnMut(&Value) -> bool,
-) -> (Vec<Vec<(String, u64, Option<i64>)>>, Value) {
-    let mut seen: Vec<Vec<(String, u64, Option<i64>)>> = vec![Vec::new(); names.len()];
+) -> (Vec<Vec<Seen>>, Value) {
+    let mut seen: Vec<Vec<Seen>> = vec![Vec::new(); names.len()];
     let j = wait_for(limit, || {
         let j = inspect(env, id);
         for (k, n) in names.iter().enumerate() {
@@ -89,7 +92,7 @@ fn ps_line(env: &Env, id: &str) -> String {
         .to_string()
 }
 
-fn st(s: &str, streak: u64, code: Option<i64>) -> (String, u64, Option<i64>) {
+fn st(s: &str, streak: u64, code: Option<i64>) -> Seen {
     (s.to_string(), streak, code)
 }
 

@@ -354,11 +354,9 @@ fn a_container_of_another_user_dies_with_its_killed_shim() {
     // The switch to another user clears the parent-death signal; the runtime sets it again.
     let td = env.taskdef(
         "orphan",
-        &format!(
-            r#"{{"family":"orphan","networkMode":"none","containerDefinitions":[{{"name":"app",
-                "image":"$REGISTRY/busybox:latest","memory":32,"user":"nobody",
-                "command":["sleep","300"]}}]}}"#
-        ),
+        r#"{"family":"orphan","networkMode":"none","containerDefinitions":[{"name":"app",
+            "image":"$REGISTRY/busybox:latest","memory":32,"user":"nobody",
+            "command":["sleep","300"]}]}"#,
     );
     let out = skiff(&env, &["run", "-d", td.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
