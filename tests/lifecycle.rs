@@ -268,3 +268,125 @@ fn secrets_and_environment_files_reach_the_container_and_no_state_file() {
     );
     assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
 }
+
+#[test]
+fn depends_on_healthy_waits_for_the_first_passing_check_within_the_start_timeout() {
+    let env = Env::new();
+    // db passes its checks once it made /tmp/ready; app starts only then.
+    let td = env.taskdef(
+        "healthy",
+        &task(
+            "healthy",
+            &[
+                container(
+                    "db",
+                    r#","essential":false,"stopTimeout":1,"startTimeout":60,
+                       "healthCheck":{"command":["CMD-SHELL","test -f /tmp/ready"],"interval":5}"#,
+                    "echo db-up; sleep 1; touch /tmp/ready; exec sleep 300",
+                ),
+                container(
+                    "app",
+                    r#","dependsOn":[{"containerName":"db","condition":"HEALTHY"}]"#,
+                    "echo app-ran",
+                ),
+            ],
+        ),
+    );
+    // Detached, so that inspect sees the stopped task.
+    let out = skiff(
+        &env,
+        &["run", "-d", "--name", "healthy", td.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let j = wait_for(Duration::from_secs(60), || {
+        let out = skiff(&env, &["inspect", "--json", "healthy"]);
+        let j: serde_json::Value = serde_json::from_str(&stdout(&out)).ok()?;
+        (j["lastStatus"] == "STOPPED").then_some(j)
+    })
+    .expect("the task ends when app has run");
+    let (db, app) = (&j["containers"][0], &j["containers"][1]);
+    assert_eq!(app["exitCode"], 0, "{j}");
+    assert_eq!(db["healthStatus"], "HEALTHY", "{j}");
+    // Times in one RFC 3339 format: their order is that of the strings.
+    let checked = db["health"]["checkedAt"].as_str().unwrap();
+    assert!(checked <= app["startedAt"].as_str().unwrap(), "{j}");
+    assert_eq!(
+        stdout(&skiff(&env, &["logs", "healthy", "app"])),
+        "app-ran\n"
+    );
+    assert_eq!(skiff(&env, &["rm", "healthy"]).status.code(), Some(0));
+    assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
+
+    // A dependency that never passes: the wait ends at its startTimeout.
+    let td = env.taskdef(
+        "sick",
+        &task(
+            "sick",
+            &[
+                container(
+                    "db",
+                    r#","essential":false,"stopTimeout":1,"startTimeout":7,
+                       "healthCheck":{"command":["CMD-SHELL","echo not-ready; exit 1"],"interval":5,"retries":10}"#,
+                    "exec sleep 300",
+                ),
+                container(
+                    "app",
+                    r#","dependsOn":[{"containerName":"db","condition":"HEALTHY"}]"#,
+                    "echo must-not-run",
+                ),
+            ],
+        ),
+    );
+    let out = env.run(&td);
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(!stdout(&out).contains("must-not-run"));
+    assert!(
+        stderr(&out).contains("container app: CannotStartContainerError: dependency db did not reach HEALTHY within its startTimeout (7 s)"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
+}
+
+#[test]
+fn a_container_of_another_user_dies_with_its_killed_shim() {
+    let env = Env::new();
+    // The switch to another user clears the parent-death signal; the runtime sets it again.
+    let td = env.taskdef(
+        "orphan",
+        r#"{"family":"orphan","networkMode":"none","containerDefinitions":[{"name":"app",
+            "image":"$REGISTRY/busybox:latest","memory":32,"user":"nobody",
+            "command":["sleep","300"]}]}"#,
+    );
+    let out = skiff(&env, &["run", "-d", td.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let id = stdout(&out).trim().to_string();
+    let state_file = env.state.join("tasks").join(&id).join("state.json");
+    let (shim, pid) = wait_for(Duration::from_secs(30), || {
+        let s: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&state_file).ok()?).ok()?;
+        let pid = s["containers"][0]["pid"].as_i64()? as i32;
+        Some((s["shim_pid"].as_i64()? as i32, pid))
+    })
+    .expect("the container runs");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert_eq!(
+        status_field(&status, "Uid").split_whitespace().next(),
+        Some("65534"),
+        "{status}"
+    );
+    unsafe { libc::kill(shim, libc::SIGKILL) };
+    // Gone, or a zombie its new parent has not reaped yet.
+    let gone = wait_for(Duration::from_secs(10), || {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => Some(()),
+            Ok(s) => (s.rsplit(')').next()?.split_whitespace().next() == Some("Z")).then_some(()),
+        }
+    });
+    assert!(gone.is_some(), "container process {pid} outlived its shim");
+    let out = skiff(&env, &["inspect", "--json", &id]);
+    let j: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(j["lastStatus"], "STOPPED", "{j}");
+    assert_eq!(skiff(&env, &["rm", &id]).status.code(), Some(0));
+    assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
+}

@@ -100,6 +100,7 @@ const RUN: &[(&str, &str)] = &[
     ("datavolume.json", "volumes.rs"),
     ("task-shared-vol-write.json", "volumes.rs"),
     ("aws-cli-ex3-web-timer-volumes.json", "volumes.rs"),
+    ("container-ordering-healthy.json", "health.rs"),
 ];
 
 #[test]

@@ -122,7 +122,14 @@ fn task_json(v: &TaskView) -> Value {
                 "oomKilled": cs.is_some_and(|x| x.oom_killed),
                 "restartCount": cs.map(|x| x.restart_count).unwrap_or(0),
                 "pid": if cstatus == Status::Running { cs.and_then(|x| x.pid) } else { None },
-                "health": Value::Null,
+                "healthStatus": cs.and_then(|x| x.health.as_ref()).map(|h| h.status.as_str()),
+                "health": cs.and_then(|x| x.health.as_ref()).map(|h| json!({
+                    "status": h.status.as_str(),
+                    "output": h.output,
+                    "exitCode": h.exit_code,
+                    "checkedAt": time_str(h.checked_at),
+                    "failingStreak": h.failing_streak,
+                })),
                 "networkBindings": c.network.as_ref().map(|n| {
                     n.bindings
                         .iter()
@@ -171,6 +178,7 @@ fn task_json(v: &TaskView) -> Value {
         "stoppedReason": reason,
         "stopCode": reason.as_deref().map(stop_code),
         "exitCode": st.and_then(|s| s.exit_code),
+        "healthStatus": st.and_then(|s| s.health_status).map(|h| h.as_str()),
         "createdAt": time_str(Some(v.created_at())),
         "stoppedAt": time_str(v.stopped_at()),
         "containers": containers,
@@ -202,15 +210,21 @@ pub fn ps(args: PsArgs, state_dir: &Path, placement: &Placement, keep: Duration)
         );
         return 0;
     }
-    let mut out = String::from("TASK ID       NAME                FAMILY              STATUS             CONTAINERS  CREATED\n");
+    let mut out = String::from("TASK ID       NAME                FAMILY              STATUS               CONTAINERS  CREATED\n");
     for v in &views {
-        let status = match (v.status(), v.state.as_ref().and_then(|s| s.exit_code)) {
+        let st = v.state.as_ref();
+        let status = match (v.status(), st.and_then(|s| s.exit_code)) {
             (Status::Stopped, Some(c)) => format!("STOPPED ({c})"),
+            // Like podman's "Up 3s (healthy)".
+            (Status::Running, _) => match st.and_then(|s| s.health_status) {
+                Some(h) => format!("RUNNING ({})", h.as_str().to_lowercase()),
+                None => "RUNNING".to_string(),
+            },
             (s, _) => status_str(s).to_string(),
         };
         let n = v.record.as_ref().map(|r| r.containers.len()).unwrap_or(0);
         out.push_str(&format!(
-            "{:<13} {:<19} {:<19} {:<18} {:<11} {}\n",
+            "{:<13} {:<19} {:<19} {:<20} {:<11} {}\n",
             &v.id[..v.id.len().min(12)],
             v.name().unwrap_or(""),
             v.family(),
@@ -266,6 +280,7 @@ pub fn inspect(args: InspectArgs, state_dir: &Path, placement: &Placement, keep:
         ("Stopped reason", "stoppedReason"),
         ("Stop code", "stopCode"),
         ("Exit code", "exitCode"),
+        ("Health", "healthStatus"),
         ("Created", "createdAt"),
         ("Stopped", "stoppedAt"),
     ] {
@@ -284,11 +299,23 @@ pub fn inspect(args: InspectArgs, state_dir: &Path, placement: &Placement, keep:
             ("Status", "lastStatus"),
             ("Exit code", "exitCode"),
             ("Reason", "reason"),
-            ("Health", "health"),
+            ("Health", "healthStatus"),
             ("Started", "startedAt"),
             ("Stopped", "stoppedAt"),
         ] {
             out.push_str(&format!("  {label:<14}{}\n", f(key)));
+        }
+        let h = &c["health"];
+        if h["checkedAt"].is_string() {
+            out.push_str(&format!(
+                "  {:<14}exit {} at {}, {} failing: {}\n",
+                "Last check",
+                h["exitCode"],
+                h["checkedAt"].as_str().unwrap_or(""),
+                h["failingStreak"],
+                // One line: the output's own newlines escaped.
+                h["output"].as_str().unwrap_or("").trim_end().escape_debug(),
+            ));
         }
         let bindings = c["networkBindings"].as_array().map(Vec::len).unwrap_or(0);
         if let Some(n) = c["networks"].as_array().and_then(|a| a.first()) {

@@ -7,6 +7,7 @@
 
 pub mod caps;
 pub mod exec;
+pub mod health;
 pub mod init;
 pub mod lifecycle;
 pub mod logfile;

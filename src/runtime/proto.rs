@@ -164,6 +164,9 @@ pub struct ContainerState {
     /// Restarts under its `restartPolicy` so far.
     #[serde(default)]
     pub restart_count: u32,
+    /// Its `healthCheck`'s results (None without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<super::health::HealthState>,
 }
 
 /// The task as its shim knows it, written atomically after every change: a skiff process
@@ -178,6 +181,9 @@ pub struct TaskState {
     pub exit_code: Option<i32>,
     pub stopped_at: Option<u64>,
     pub containers: Vec<ContainerState>,
+    /// From the essential containers' health checks (None when none has one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_status: Option<super::health::HealthStatus>,
 }
 
 impl TaskState {

@@ -20,6 +20,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use super::exec::{exec_in, ExecProcess};
+use super::health::{self, HealthState, Monitor};
 use super::lifecycle;
 use super::logfile::{LogStream, LogWriter};
 use super::process::{self, adopt_fd, Joins};
@@ -58,6 +59,8 @@ struct Container {
     running_since: Option<Instant>,
     /// It got its stop signal in this stop.
     signaled: bool,
+    /// Its health checks' schedule while it runs (with a `healthCheck`).
+    health: Option<Monitor>,
 }
 
 struct Client {
@@ -92,6 +95,9 @@ struct Exec {
     deadline: Option<Instant>,
     timed_out: bool,
     killed: bool,
+    /// A health check of this container (index), whose output is kept here, not sent.
+    health_of: Option<usize>,
+    output: Vec<u8>,
 }
 
 struct Shim {
@@ -195,6 +201,7 @@ fn run(config_path: &Path) -> Result<(), String> {
                     started_at: None,
                     finished_at: None,
                     restart_count: 0,
+                    health: None,
                 },
                 spec,
                 pid: None,
@@ -205,6 +212,7 @@ fn run(config_path: &Path) -> Result<(), String> {
                 kill_at: None,
                 running_since: None,
                 signaled: false,
+                health: None,
             })
             .collect(),
         clients: Vec::new(),
@@ -309,6 +317,12 @@ fn run(config_path: &Path) -> Result<(), String> {
             .iter()
             .filter_map(|c| c.kill_at)
             .chain(shim.execs.iter().filter_map(|e| e.deadline))
+            .chain(
+                shim.containers
+                    .iter()
+                    .filter(|_| !shim.stopping)
+                    .filter_map(|c| c.health.as_ref().and_then(|h| h.next_at)),
+            )
             .min()
             .map(|k| k.saturating_duration_since(now));
         if oom_pending {
@@ -422,6 +436,7 @@ fn run(config_path: &Path) -> Result<(), String> {
             shim.signal_stoppable();
         } else {
             shim.start_ready();
+            shim.start_health_checks();
         }
         let now = Instant::now();
         for c in shim.containers.iter_mut() {
@@ -505,6 +520,11 @@ impl Shim {
                 })
                 .flatten(),
             containers: self.containers.iter().map(|c| c.state.clone()).collect(),
+            health_status: health::task_health(
+                self.containers
+                    .iter()
+                    .map(|c| (c.spec.essential, c.state.health.as_ref())),
+            ),
         };
         if let Err(e) = st.write(&self.task_dir) {
             eprintln!("skiff shim: write task state: {e}");
@@ -664,6 +684,8 @@ impl Shim {
                         deadline: timeout_ms.map(|ms| Instant::now() + Duration::from_millis(ms)),
                         timed_out: false,
                         killed: false,
+                        health_of: None,
+                        output: Vec::new(),
                     });
                     return;
                 }
@@ -691,6 +713,11 @@ impl Shim {
                 Err(_) => return false,
             };
             sent += n;
+            if e.health_of.is_some() {
+                let room = health::OUTPUT_MAX.saturating_sub(e.output.len());
+                self.execs[ei].output.extend_from_slice(&buf[..n.min(room)]);
+                continue;
+            }
             use base64::Engine as _;
             let ev = Event::ExecOutput {
                 id: e.id.clone(),
@@ -813,7 +840,11 @@ impl Shim {
             exited: c.exited && started,
             failed: c.exited && !started,
             exit_code: c.state.exit_code,
-            healthy: false,
+            healthy: c
+                .state
+                .health
+                .as_ref()
+                .is_some_and(|h| h.status == health::HealthStatus::Healthy),
         })
     }
 
@@ -954,6 +985,13 @@ impl Shim {
                 c.state.status = Status::Running;
                 c.state.pid = Some(sp.pid.as_raw());
                 c.state.started_at = Some(now_ms());
+                // A (re)started container's health is unknown until its first check.
+                c.health = c
+                    .spec
+                    .health_check
+                    .clone()
+                    .map(|h| Monitor::new(h, Instant::now()));
+                c.state.health = c.health.as_ref().map(|_| HealthState::unknown());
                 if sp.tty {
                     let dup = sp.stdout.try_clone().ok();
                     c.tty = dup;
@@ -1166,6 +1204,7 @@ impl Shim {
             c.exited = true;
             c.kill_at = None;
             c.tty = None;
+            c.health = None;
             let oom_killed = c.spec.cgroup.oom_kills().unwrap_or(0) > 0;
             c.state.status = Status::Stopped;
             c.state.exit_code = Some(exit_code);
@@ -1204,6 +1243,75 @@ impl Shim {
         }
     }
 
+    /// Starts the health checks that are due, each as an exec in its container with the
+    /// container's user and environment, killed at its timeout.
+    fn start_health_checks(&mut self) {
+        let now = Instant::now();
+        for ci in 0..self.containers.len() {
+            let c = &mut self.containers[ci];
+            let (Some(pid), false, Some(m)) = (c.pid, c.exited, c.health.as_mut()) else {
+                continue;
+            };
+            if !m.due(now) {
+                continue;
+            }
+            let deadline = m.begin(now);
+            let p = ExecProcess {
+                args: m.spec.args.clone(),
+                env: Vec::new(),
+                user: None,
+            };
+            match exec_in(&c.spec, pid, &p) {
+                Ok(sp) => {
+                    let mut streams = vec![(OutputStream::Stdout, sp.stdout)];
+                    streams.extend(sp.stderr.map(|e| (OutputStream::Stderr, e)));
+                    for (_, fd) in &streams {
+                        set_nonblocking(fd.as_raw_fd());
+                    }
+                    self.execs.push(Exec {
+                        id: format!("health-{}", c.spec.name),
+                        client: None,
+                        pid: sp.pid,
+                        streams,
+                        deadline: Some(deadline),
+                        timed_out: false,
+                        killed: false,
+                        health_of: Some(ci),
+                        output: Vec::new(),
+                    });
+                }
+                // Not found, not executable...: a failed check, with the reason as output.
+                Err(f) => self.health_checked(ci, f.exit_code, false, f.msg.as_bytes()),
+            }
+        }
+    }
+
+    /// A health check of container `ci` ended: its result is recorded and saved, unless the
+    /// container stopped (or restarted) meanwhile.
+    fn health_checked(&mut self, ci: usize, exit_code: i32, timed_out: bool, output: &[u8]) {
+        let c = &mut self.containers[ci];
+        let (false, Some(m), Some(st)) = (c.exited, c.health.as_mut(), c.state.health.as_mut())
+        else {
+            return;
+        };
+        if m.next_at.is_some() {
+            return;
+        }
+        let (code, text) = if timed_out {
+            (
+                health::TIMED_OUT_EXIT,
+                format!(
+                    "health check exceeded its timeout ({} s)",
+                    m.spec.timeout_secs
+                ),
+            )
+        } else {
+            (exit_code, health::output_text(output))
+        };
+        m.record(st, code, text, now_ms(), Instant::now());
+        self.save();
+    }
+
     /// An exec'd process ended: what is left in its pipes, then its exit, to its client.
     fn exec_exited(&mut self, ei: usize, exit_code: i32) {
         for si in 0..self.execs[ei].streams.len() {
@@ -1211,6 +1319,10 @@ impl Shim {
             self.pump_exec(ei, si, usize::MAX);
         }
         let e = self.execs.remove(ei);
+        if let Some(ci) = e.health_of {
+            self.health_checked(ci, exit_code, e.timed_out, &e.output);
+            return;
+        }
         let ev = Event::ExecExited {
             id: e.id,
             exit_code,

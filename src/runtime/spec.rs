@@ -57,6 +57,9 @@ pub struct ContainerSpec {
     /// when it starts the container (never written to a state file).
     #[serde(default)]
     pub secrets: Vec<(String, super::secret::SecretRef)>,
+    /// `healthCheck`: run in the container while it runs.
+    #[serde(default)]
+    pub health_check: Option<super::health::HealthCheckSpec>,
 }
 
 impl ContainerSpec {

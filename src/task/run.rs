@@ -21,6 +21,7 @@ use crate::cgroup::{Cgroup, Hierarchy, Placement};
 use crate::image::auth::PullAuth;
 use crate::image::pipeline::Quiet;
 use crate::image::{Image, PullBehavior, Store, StoreOptions};
+use crate::runtime::health::HealthCheckSpec;
 use crate::runtime::lifecycle::{Condition, Dependency, RestartPolicy};
 use crate::runtime::logfile::{DEFAULT_MAX_FILES, DEFAULT_MAX_SIZE};
 use crate::runtime::proto::{Command, Event, ShimConfig, Status, TaskState, READY_FD, SOCKET_FILE};
@@ -427,6 +428,9 @@ async fn run_inner(
                 attempt_period_secs: r.restart_attempt_period,
             }),
             secrets,
+            health_check: c.health_check.as_ref().map(|h| {
+                HealthCheckSpec::new(&h.command, h.interval, h.timeout, h.retries, h.start_period)
+            }),
         });
     }
 

@@ -16,17 +16,6 @@ pub fn not_yet_runnable(td: &TaskDefinition) -> Vec<String> {
     }
     for (i, c) in td.containers.iter().enumerate() {
         let p = format!("containerDefinitions[{i}]");
-        if c.health_check.is_some() {
-            add(&format!("{p}.healthCheck"), "");
-        }
-        for (k, d) in c.depends_on.iter().enumerate() {
-            if d.condition == "HEALTHY" {
-                add(
-                    &format!("{p}.dependsOn[{k}].condition"),
-                    " (HEALTHY needs health checks)",
-                );
-            }
-        }
         if let Some(lc) = &c.log_configuration {
             let lp = format!("{p}.logConfiguration");
             if lc.log_driver != "json-file" {
@@ -77,10 +66,8 @@ mod tests {
             vec![
                 "taskRoleArn: not supported yet (no credentials endpoint for containers)",
                 "ephemeralStorage: not supported yet",
-                "containerDefinitions[0].healthCheck: not supported yet",
                 "containerDefinitions[0].logConfiguration.options: not supported yet (json-file rotates at 10 MiB, 3 files)",
                 "containerDefinitions[0].logConfiguration.secretOptions: not supported yet",
-                "containerDefinitions[1].dependsOn[0].condition: not supported yet (HEALTHY needs health checks)",
                 "containerDefinitions[1].logConfiguration.logDriver: not supported yet (none: containers always log to json-file)",
             ]
         );
