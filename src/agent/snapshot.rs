@@ -80,8 +80,10 @@ pub fn of_view(v: &TaskView, entry: &Entry) -> TaskEvent {
                             .collect()
                     })
                     .unwrap_or_default(),
-                // The shim's state has no health yet; absent means "no health check" to ECS.
-                health_status: None,
+                // Absent without a health check, as ECS shows it.
+                health_status: cs
+                    .and_then(|x| x.health.as_ref())
+                    .map(|h| h.status.as_str().to_string()),
                 image_digest: (!c.image_digest.is_empty()).then(|| c.image_digest.clone()),
                 runtime_id: Some(format!("{}-{}", v.id, c.name)),
             }
