@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
+use super::tasks::parse_duration;
 use super::EXIT_RUNNER_ERROR;
 use crate::image::digest::Digest;
 use crate::image::gc::{CleanupPolicy, Removed};
@@ -65,6 +66,79 @@ impl PullOpts {
             max_concurrent_layers: self.max_concurrent_downloads as usize,
             platform: self.platform.as_deref().map(parse_platform).transpose()?,
         })
+    }
+}
+
+/// The automatic cleanup policy from the ECS agent's variables: ECS_DISABLE_IMAGE_CLEANUP
+/// (true/false), ECS_IMAGE_CLEANUP_INTERVAL (a Go duration, 30m; like the agent, a value
+/// under 10m gives the default), ECS_IMAGE_MINIMUM_CLEANUP_AGE (1h),
+/// ECS_NUM_IMAGES_DELETE_PER_CYCLE (5; at least 1).
+pub fn cleanup_policy_from_env() -> Result<CleanupPolicy, String> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let mut p = CleanupPolicy::default();
+    if let Some(v) = var("ECS_DISABLE_IMAGE_CLEANUP") {
+        p.disabled = match v.trim().to_ascii_lowercase().as_str() {
+            "true" => true,
+            "false" => false,
+            _ => {
+                return Err(format!(
+                    "ECS_DISABLE_IMAGE_CLEANUP={v:?}: expected true or false"
+                ))
+            }
+        };
+    }
+    if let Some(v) = var("ECS_IMAGE_CLEANUP_INTERVAL") {
+        let d = parse_duration(&v).map_err(|e| format!("ECS_IMAGE_CLEANUP_INTERVAL={e}"))?;
+        if d < crate::image::gc::MINIMUM_INTERVAL {
+            tracing::warn!(value = %v, "ECS_IMAGE_CLEANUP_INTERVAL is under 10m; using 30m");
+        } else {
+            p.interval = d;
+        }
+    }
+    if let Some(v) = var("ECS_IMAGE_MINIMUM_CLEANUP_AGE") {
+        p.minimum_age =
+            parse_duration(&v).map_err(|e| format!("ECS_IMAGE_MINIMUM_CLEANUP_AGE={e}"))?;
+    }
+    if let Some(v) = var("ECS_NUM_IMAGES_DELETE_PER_CYCLE") {
+        p.images_per_cycle = match v.trim().parse::<usize>() {
+            Ok(n) if n >= 1 => n,
+            _ => {
+                return Err(format!(
+                    "ECS_NUM_IMAGES_DELETE_PER_CYCLE={v:?}: expected a whole number of at least 1"
+                ))
+            }
+        };
+    }
+    Ok(p)
+}
+
+/// Runs the automatic image cleanup cycle when one is due (see
+/// [`crate::image::gc::maybe_cleanup`]); `skiff run` and `skiff pull` call it once their own
+/// work is done. A failure is a warning: the command itself succeeded.
+pub fn cleanup_if_due(state_dir: &Path) {
+    let policy = match cleanup_policy_from_env() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("skiff: warning: image cleanup: {e}");
+            return;
+        }
+    };
+    // The usual case (not due) costs one small read: no store is opened.
+    if !crate::image::gc::cleanup_due(state_dir, &policy) {
+        return;
+    }
+    let result = Store::open(state_dir, StoreOptions::default()).and_then(|store| {
+        crate::image::gc::maybe_cleanup(&store, &policy, || images_in_use(state_dir))
+    });
+    match result {
+        Ok(Some(r)) if !r.images.is_empty() || r.layers > 0 => tracing::info!(
+            images = r.images.len(),
+            layers = r.layers,
+            bytes = r.bytes,
+            "image cleanup"
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!("skiff: warning: image cleanup: {e}"),
     }
 }
 
@@ -238,6 +312,7 @@ pub async fn pull(args: PullArgs, state_dir: &Path) -> i32 {
                 );
             }
             println!("{}", img.manifest_digest);
+            cleanup_if_due(state_dir);
             0
         }
         Err(e) => fail(format!("CannotPullContainerError: {e}")),
@@ -356,12 +431,15 @@ pub struct PruneArgs {
     /// not used by a task for --min-age, least recently used first.
     #[arg(long)]
     auto: bool,
-    /// Seconds an image must be unused (ECS_IMAGE_MINIMUM_CLEANUP_AGE; default 1 h).
-    #[arg(long, env = "SKIFF_IMAGE_MINIMUM_CLEANUP_AGE", default_value_t = 3600)]
-    min_age: u64,
+    /// How long an image must be unused: a duration like 1h, 90m or 0
+    /// (ECS_IMAGE_MINIMUM_CLEANUP_AGE).
+    #[arg(long, env = "ECS_IMAGE_MINIMUM_CLEANUP_AGE", default_value = "1h",
+          value_parser = parse_duration)]
+    min_age: Duration,
     /// Images removed per cycle (ECS_NUM_IMAGES_DELETE_PER_CYCLE).
-    #[arg(long, env = "ECS_NUM_IMAGES_DELETE_PER_CYCLE", default_value_t = 5)]
-    max: usize,
+    #[arg(long, env = "ECS_NUM_IMAGES_DELETE_PER_CYCLE", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max: u64,
 }
 
 pub async fn prune(args: PruneArgs, state_dir: &Path) -> i32 {
@@ -370,8 +448,9 @@ pub async fn prune(args: PruneArgs, state_dir: &Path) -> i32 {
         let in_use = images_in_use(state_dir);
         if args.auto {
             let policy = CleanupPolicy {
-                minimum_age: Duration::from_secs(args.min_age),
-                images_per_cycle: args.max,
+                minimum_age: args.min_age,
+                images_per_cycle: args.max as usize,
+                ..CleanupPolicy::default()
             };
             store.cleanup(&in_use, &policy).await
         } else {

@@ -4,7 +4,7 @@
 //! flat whatever the layer's size. Broken downloads resume where they stopped (Range, or by
 //! skipping what was already received when the registry ignores Range); transient failures
 //! are retried with backoff. Nothing is renamed into place here: the caller does that once
-//! both digests held.
+//! both digests held and the file system was synced.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -213,7 +213,6 @@ fn unpack_stream(
             "diff ID mismatch: got {got}, the config says {diff_id}"
         ));
     }
-    sync_fs(dir).map_err(|e| format!("sync: {e}"))?;
     Ok(Unpacked {
         size,
         implicit_dirs,
@@ -228,7 +227,9 @@ pub struct Unpacked {
     pub implicit_dirs: Vec<PathBuf>,
 }
 
-fn sync_fs(dir: &Path) -> std::io::Result<()> {
+/// Flushes the file system holding `dir`: the caller does it once for all the layers of a
+/// pull, before any of them is renamed into place.
+pub fn sync_fs(dir: &Path) -> std::io::Result<()> {
     let f = std::fs::File::open(dir)?;
     use std::os::fd::AsRawFd;
     if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
