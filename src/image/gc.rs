@@ -261,6 +261,7 @@ pub fn cleanup_due(root: &Path, policy: &CleanupPolicy) -> bool {
 /// when [`cleanup_due`], recorded in the stamp. Never waits: when a pull or a removal holds
 /// the store, the cycle is left to a later caller (`Ok(None)`, as when none is due).
 /// `in_use` is asked under the lock, so it sees every task started before the cycle.
+/// Blocking file system work: async callers run it with `spawn_blocking`.
 pub fn maybe_cleanup(
     store: &Store,
     policy: &CleanupPolicy,
