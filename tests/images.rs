@@ -787,9 +787,17 @@ fn automatic_image_cleanup_follows_the_ecs_policy() {
     all.sort();
     assert_eq!(listed(&env), all);
 
-    // No stamp yet: the pull runs a cycle after its work. Five images at most: gc:1..=5.
+    // No stamp yet: the pull starts a cycle in the background after its work. Five images at
+    // most: gc:1..=5.
+    let log = env.state.join("image-cleanup.log");
     let out = with_vars(&env, &["pull", "-q", &gc(6)], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
+    let report = wait_for(Duration::from_secs(60), || {
+        let text = std::fs::read_to_string(&log).ok()?;
+        text.contains("layers removed").then_some(text)
+    })
+    .expect("the cycle reports");
+    assert_eq!(report.matches("deleted sha256:").count(), 5, "{report}");
     let mut kept = vec![gc(0), gc(6), bb.clone()];
     kept.sort();
     assert_eq!(
@@ -804,53 +812,58 @@ fn automatic_image_cleanup_follows_the_ecs_policy() {
         "removed images' layers are gone: {layers} entries"
     );
 
+    // From here on the log tells whether a command started a cycle: only then is it made.
+    std::fs::remove_file(&log).unwrap();
+    let no_cycle = |why: &str, out: std::process::Output| {
+        assert!(out.status.success(), "{why}: {}", stderr(&out));
+        assert!(!log.exists(), "{why}: a cycle was started");
+        assert_eq!(listed(&env), kept, "{why}");
+    };
     // The stamp says a cycle just ran: nothing more goes before the interval passed.
-    let stamp = env.state.join("locks/image-cleanup");
-    let out = with_vars(&env, &["pull", "-q", &gc(6)], &[]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(listed(&env), kept, "the stamp holds the next cycle back");
+    no_cycle(
+        "the stamp holds the next cycle back",
+        with_vars(&env, &["pull", "-q", &gc(6)], &[]),
+    );
     // 31 minutes ago: due under the default 30m, not under a configured 45m, nor when disabled.
+    let stamp = env.state.join("locks/image-cleanup");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
     std::fs::write(&stamp, (now - 31 * 60).to_string()).unwrap();
-    let out = with_vars(
-        &env,
-        &["pull", "-q", &gc(6)],
-        &[("ECS_IMAGE_CLEANUP_INTERVAL", "45m")],
+    no_cycle(
+        "45m interval: not due yet",
+        with_vars(
+            &env,
+            &["pull", "-q", &gc(6)],
+            &[("ECS_IMAGE_CLEANUP_INTERVAL", "45m")],
+        ),
     );
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(listed(&env), kept, "45m interval: not due yet");
-    let out = with_vars(&env, &["pull", "-q", &gc(6)], &off);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(listed(&env), kept, "disabled");
+    no_cycle("disabled", with_vars(&env, &["pull", "-q", &gc(6)], &off));
     // A bad setting is a warning naming the variable; the command itself succeeds.
     let out = with_vars(
         &env,
         &["pull", "-q", &gc(6)],
         &[("ECS_NUM_IMAGES_DELETE_PER_CYCLE", "none")],
     );
-    assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("ECS_NUM_IMAGES_DELETE_PER_CYCLE=\"none\""),
         "{}",
         stderr(&out)
     );
-    assert_eq!(listed(&env), kept);
-    // `skiff run` runs the due cycle too, once its task has run (a foreground task leaves no
+    no_cycle("a bad setting", out);
+    // `skiff run` starts the due cycle too, once its task has run (a foreground task leaves no
     // record): gc:0 goes, busybox stays for the stopped task still listed.
     let out = with_vars(&env, &["run", td.to_str().unwrap()], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
+    wait_for(Duration::from_secs(60), || {
+        let t: u64 = std::fs::read_to_string(&stamp).ok()?.trim().parse().ok()?;
+        (t >= now).then_some(())
+    })
+    .expect("the cycle renews the stamp");
     let mut kept = vec![gc(6), bb.clone()];
     kept.sort();
     assert_eq!(listed(&env), kept);
-    let t: u64 = std::fs::read_to_string(&stamp)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    assert!(t >= now, "the cycle renewed the stamp");
     store_consistent(&env);
     let out = env.output(&["rm", &task]);
     assert!(out.status.success(), "{}", stderr(&out));

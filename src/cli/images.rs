@@ -112,10 +112,14 @@ pub fn cleanup_policy_from_env() -> Result<CleanupPolicy, String> {
     Ok(p)
 }
 
-/// Runs the automatic image cleanup cycle when one is due (see
+/// Starts the automatic image cleanup cycle when one is due (see
 /// [`crate::image::gc::maybe_cleanup`]); `skiff run` and `skiff pull` call it once their own
-/// work is done. A failure is a warning: the command itself succeeded.
+/// work is done. The cycle runs in a process of its own (`skiff prune --auto --if-due`, in
+/// its own process group, output to `<state>/image-cleanup.log`) that this command does not
+/// wait for: removing a large image takes seconds on a busy disk. A failure is a warning: the
+/// command itself succeeded.
 pub fn cleanup_if_due(state_dir: &Path) {
+    use std::os::unix::process::CommandExt;
     let policy = match cleanup_policy_from_env() {
         Ok(p) => p,
         Err(e) => {
@@ -123,22 +127,24 @@ pub fn cleanup_if_due(state_dir: &Path) {
             return;
         }
     };
-    // The usual case (not due) costs one small read: no store is opened.
+    // The usual case (not due) costs one small read.
     if !crate::image::gc::cleanup_due(state_dir, &policy) {
         return;
     }
-    let result = Store::open(state_dir, StoreOptions::default()).and_then(|store| {
-        crate::image::gc::maybe_cleanup(&store, &policy, || images_in_use(state_dir))
+    let started = std::env::current_exe().and_then(|exe| {
+        let log = std::fs::File::create(state_dir.join("image-cleanup.log"))?;
+        std::process::Command::new(exe)
+            .arg("--state-dir")
+            .arg(state_dir)
+            .args(["prune", "--auto", "--if-due"])
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
     });
-    match result {
-        Ok(Some(r)) if !r.images.is_empty() || r.layers > 0 => tracing::info!(
-            images = r.images.len(),
-            layers = r.layers,
-            bytes = r.bytes,
-            "image cleanup"
-        ),
-        Ok(_) => {}
-        Err(e) => eprintln!("skiff: warning: image cleanup: {e}"),
+    if let Err(e) = started {
+        eprintln!("skiff: warning: image cleanup: start it: {e}");
     }
 }
 
@@ -440,11 +446,34 @@ pub struct PruneArgs {
     #[arg(long, env = "ECS_NUM_IMAGES_DELETE_PER_CYCLE", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(1..))]
     max: u64,
+    /// With --auto: only when the last automatic cycle is older than
+    /// ECS_IMAGE_CLEANUP_INTERVAL and ECS_DISABLE_IMAGE_CLEANUP is not true, and only if no
+    /// pull holds the store right now (then nothing happens); renews the stamp. What `skiff
+    /// run` and `skiff pull` start in the background; fit for cron too.
+    #[arg(long, requires = "auto")]
+    if_due: bool,
 }
 
 pub async fn prune(args: PruneArgs, state_dir: &Path) -> i32 {
+    let env_policy = match args.if_due.then(cleanup_policy_from_env).transpose() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("skiff: prune: {e}");
+            return EXIT_RUNNER_ERROR;
+        }
+    };
     let result = async {
         let store = Store::open(state_dir, StoreOptions::default())?;
+        if let Some(env_policy) = env_policy {
+            let policy = CleanupPolicy {
+                minimum_age: args.min_age,
+                images_per_cycle: args.max as usize,
+                ..env_policy
+            };
+            return tokio::task::block_in_place(|| {
+                crate::image::gc::maybe_cleanup(&store, &policy, || images_in_use(state_dir))
+            });
+        }
         let in_use = images_in_use(state_dir);
         if args.auto {
             let policy = CleanupPolicy {
@@ -452,17 +481,18 @@ pub async fn prune(args: PruneArgs, state_dir: &Path) -> i32 {
                 images_per_cycle: args.max as usize,
                 ..CleanupPolicy::default()
             };
-            store.cleanup(&in_use, &policy).await
+            store.cleanup(&in_use, &policy).await.map(Some)
         } else {
-            store.prune(&in_use).await
+            store.prune(&in_use).await.map(Some)
         }
     }
     .await;
     match result {
-        Ok(r) => {
+        Ok(Some(r)) => {
             report(&r);
             0
         }
+        Ok(None) => 0,
         Err(e) => {
             eprintln!("skiff: prune: {e}");
             EXIT_RUNNER_ERROR

@@ -218,7 +218,14 @@ impl Store {
             .flat_map(|(i, _)| i.chain_ids.iter().map(|c| c.hex().to_string()))
             .collect();
         let layers = self.root().join("layers");
-        for e in std::fs::read_dir(&layers).into_iter().flatten().flatten() {
+        let entries: Vec<_> = std::fs::read_dir(&layers)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .collect();
+        // Directories first: a layer's size file is read before it goes.
+        let (dirs, files): (Vec<_>, Vec<_>) = entries.into_iter().partition(|e| e.path().is_dir());
+        for e in dirs.iter().chain(&files) {
             let name = e.file_name().to_string_lossy().into_owned();
             let hex = name.strip_suffix(".size").unwrap_or(&name).to_string();
             if keep.contains(&hex) {
