@@ -868,3 +868,52 @@ fn automatic_image_cleanup_follows_the_ecs_policy() {
     let out = env.output(&["rm", &task]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+#[test]
+fn unpack_caps_are_configurable() {
+    let env = Env::new();
+    let reg = registry();
+    let tar = oci::layer_tar(&[
+        ("one", 0o644, b"1"),
+        ("two", 0o644, b"2"),
+        ("three", 0o644, b"3"),
+        ("a-longer-name", 0o644, b"4"),
+    ]);
+    oci::push_image(
+        &reg,
+        "caps",
+        Some("four"),
+        arch(),
+        &tar,
+        &oci::gzip(&tar),
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+    );
+    let image = format!("{reg}/caps:four");
+    let refused = |out: std::process::Output, needle: &str| {
+        assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+        assert!(stderr(&out).contains(needle), "{needle}: {}", stderr(&out));
+        store_consistent(&env);
+        assert!(listed(&env).is_empty());
+    };
+    let mut c = env.command(&["pull", "-q", &image]);
+    let out = c.env("SKIFF_UNPACK_MAX_ENTRIES", "3").output().unwrap();
+    refused(out, "exceeds max_entries (3)");
+    refused(
+        pull(&env, &image, &["--unpack-max-path-len", "8"]),
+        "exceeds max_path_len (8)",
+    );
+    refused(
+        pull(&env, &image, &["--unpack-max-bytes", "2048"]),
+        "exceeds max_bytes (2048)",
+    );
+    let out = pull(&env, &image, &["--unpack-max-entries", "0"]);
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--unpack-max-entries"),
+        "{}",
+        stderr(&out)
+    );
+    let out = pull(&env, &image, &["-q"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(listed(&env), vec![image.clone()]);
+}

@@ -16,6 +16,7 @@ use crate::image::gc::{CleanupPolicy, Removed};
 use crate::image::manifest::Platform;
 use crate::image::pipeline::{Progress, Quiet};
 use crate::image::store::now_unix;
+use crate::image::unpack::UnpackLimits;
 use crate::image::{Store, StoreOptions};
 use crate::task::record;
 
@@ -37,6 +38,22 @@ pub struct PullOpts {
     #[arg(long, env = "SKIFF_MAX_CONCURRENT_DOWNLOADS", default_value_t = 3,
           value_parser = clap::value_parser!(u64).range(1..=32))]
     max_concurrent_downloads: u64,
+    /// Largest uncompressed layer (tar bytes) unpacked.
+    #[arg(long, env = "SKIFF_UNPACK_MAX_BYTES", default_value_t = UnpackLimits::default().max_bytes,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    unpack_max_bytes: u64,
+    /// Most entries in one layer.
+    #[arg(long, env = "SKIFF_UNPACK_MAX_ENTRIES", default_value_t = UnpackLimits::default().max_entries,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    unpack_max_entries: u64,
+    /// Longest entry name or link target in a layer, in bytes.
+    #[arg(long, env = "SKIFF_UNPACK_MAX_PATH_LEN", default_value_t = UnpackLimits::default().max_path_len as u64,
+          value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    unpack_max_path_len: u64,
+    /// Most bytes of xattr names and values on one layer entry.
+    #[arg(long, env = "SKIFF_UNPACK_MAX_XATTR_BYTES", default_value_t = UnpackLimits::default().max_xattr_bytes as u64,
+          value_parser = clap::value_parser!(u64).range(0..=1 << 30))]
+    unpack_max_xattr_bytes: u64,
 }
 
 pub fn parse_platform(s: &str) -> Result<Platform, String> {
@@ -65,6 +82,12 @@ impl PullOpts {
             insecure: self.insecure_registries.clone(),
             max_concurrent_layers: self.max_concurrent_downloads as usize,
             platform: self.platform.as_deref().map(parse_platform).transpose()?,
+            unpack: UnpackLimits {
+                max_bytes: self.unpack_max_bytes,
+                max_entries: self.unpack_max_entries,
+                max_path_len: self.unpack_max_path_len as usize,
+                max_xattr_bytes: self.unpack_max_xattr_bytes as usize,
+            },
         })
     }
 }

@@ -30,6 +30,7 @@ use super::manifest::{self, ConfigFile, ImageConfig, Index, Manifest, Platform};
 use super::pipeline::{self, backoff, transient, LayerError, Progress, MAX_ATTEMPTS};
 use super::reference::Reference;
 use super::registry::{read_capped, Registry, RegistryClient, RegistryError};
+use super::unpack::UnpackLimits;
 use super::ImageError;
 
 /// What a container needs of its image, kept on disk per manifest.
@@ -97,6 +98,8 @@ pub struct StoreOptions {
     pub max_concurrent_layers: usize,
     /// The platform to pick from an index; the host's when None.
     pub platform: Option<Platform>,
+    /// Caps on what one layer may make the unpacker do.
+    pub unpack: UnpackLimits,
 }
 
 impl Default for StoreOptions {
@@ -105,6 +108,7 @@ impl Default for StoreOptions {
             insecure: Vec::new(),
             max_concurrent_layers: 3,
             platform: None,
+            unpack: UnpackLimits::default(),
         }
     }
 }
@@ -114,6 +118,7 @@ pub struct Store {
     registry: RegistryClient,
     layer_slots: Arc<Semaphore>,
     platform: Platform,
+    unpack: UnpackLimits,
 }
 
 pub fn now_unix() -> u64 {
@@ -258,6 +263,7 @@ impl Store {
             registry,
             layer_slots: Arc::new(Semaphore::new(opts.max_concurrent_layers.max(1))),
             platform: opts.platform.unwrap_or_else(manifest::host_platform),
+            unpack: opts.unpack,
         })
     }
 
@@ -605,7 +611,10 @@ impl Store {
                 .join("tmp")
                 .join(format!("{}.layer", random_hex())),
         );
-        match pipeline::fetch_layer(registry, r, desc, diff_id, dir.0.clone(), progress).await {
+        let limits = self.unpack.clone();
+        match pipeline::fetch_layer(registry, r, desc, diff_id, dir.0.clone(), limits, progress)
+            .await
+        {
             Ok(unpacked) => Ok(LayerState::Pending(dir, unpacked)),
             Err(LayerError::Registry(source)) => Err(ImageError::Registry {
                 image: r.to_string(),
