@@ -917,3 +917,59 @@ fn unpack_caps_are_configurable() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(listed(&env), vec![image.clone()]);
 }
+
+#[test]
+fn pull_progress_bars_lines_and_quiet() {
+    let image = format!("{}/busybox-layered:latest", registry());
+    // Not a terminal: a plain line per event, then a summary; the digest on stdout.
+    let env = Env::new();
+    let out = pull(&env, &image, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    let started = err.matches(": downloading ").count();
+    assert!(started >= 2, "a line per layer: {err}");
+    assert_eq!(err.matches(": done\n").count(), started, "{err}");
+    assert!(err.contains(&format!("pulled {image} (sha256:")), "{err}");
+    assert!(
+        !err.contains('\x1b'),
+        "no terminal codes in a pipe: {err:?}"
+    );
+    let digest = stdout(&out).trim().to_string();
+    assert!(digest.starts_with("sha256:"), "{digest}");
+    let again = pull(&env, &image, &[]);
+    assert_eq!(
+        stderr(&again).matches(": already present\n").count(),
+        started,
+        "{}",
+        stderr(&again)
+    );
+    // --quiet: the digest only.
+    let env = Env::new();
+    let out = pull(&env, &image, &["--quiet"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+    assert_eq!(stdout(&out).trim(), digest);
+    // A terminal (script(1) gives one): bars redrawn in place, full when done.
+    let env = Env::new();
+    let cmd = format!(
+        "{} --state-dir {} pull {image}",
+        env!("CARGO_BIN_EXE_skiff"),
+        env.state.display()
+    );
+    let child = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_output(child, Duration::from_secs(120));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let tty = stdout(&out);
+    assert!(tty.contains("\x1b[2K"), "{tty:?}");
+    assert!(
+        tty.matches(&format!("[{}]", "=".repeat(30))).count() >= started,
+        "a full bar per layer: {tty:?}"
+    );
+    assert!(!tty.contains(": downloading "), "{tty:?}");
+}
