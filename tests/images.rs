@@ -787,9 +787,20 @@ fn automatic_image_cleanup_follows_the_ecs_policy() {
     all.sort();
     assert_eq!(listed(&env), all);
 
-    // No stamp yet: the pull starts a cycle in the background after its work. Five images at
-    // most: gc:1..=5.
+    // No stamp yet: the first pull with cleanup on starts the clock, no cycle.
     let log = env.state.join("image-cleanup.log");
+    let stamp = env.state.join("locks/image-cleanup");
+    let out = with_vars(&env, &["pull", "-q", &gc(6)], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stamp.exists() && !log.exists(), "the clock starts");
+    assert_eq!(listed(&env), all);
+    // 31 minutes later (the stamp set back) the next pull starts a cycle in the background
+    // after its work. Five images at most: gc:1..=5.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    std::fs::write(&stamp, (now - 31 * 60).to_string()).unwrap();
     let out = with_vars(&env, &["pull", "-q", &gc(6)], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let report = wait_for(Duration::from_secs(60), || {
@@ -825,11 +836,6 @@ fn automatic_image_cleanup_follows_the_ecs_policy() {
         with_vars(&env, &["pull", "-q", &gc(6)], &[]),
     );
     // 31 minutes ago: due under the default 30m, not under a configured 45m, nor when disabled.
-    let stamp = env.state.join("locks/image-cleanup");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
     std::fs::write(&stamp, (now - 31 * 60).to_string()).unwrap();
     no_cycle(
         "45m interval: not due yet",

@@ -247,18 +247,27 @@ impl Store {
 }
 
 /// Whether an automatic cycle is due for the store at `root`: the policy allows them and the
-/// stamp is missing, unreadable, older than the interval or in the future (the clock was set
-/// back). One small read, no lock: [`maybe_cleanup`] checks again under the lock.
+/// stamp is older than the interval, unreadable, or in the future (the clock was set back).
+/// Without a stamp the clock starts now (the stamp is written, nothing is due): like the
+/// agent's first cycle, a store's first one comes an interval after its first use. One small
+/// read, no lock: [`maybe_cleanup`] checks again under the lock.
 pub fn cleanup_due(root: &Path, policy: &CleanupPolicy) -> bool {
     if policy.disabled {
         return false;
     }
-    let last = std::fs::read_to_string(root.join("locks").join(STAMP))
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok());
+    let stamp = root.join("locks").join(STAMP);
     let now = super::store::now_unix();
-    match last {
-        Some(t) if t <= now => now - t >= policy.interval.as_secs(),
+    let text = match std::fs::read_to_string(&stamp) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // A missing locks/ means no store here yet: nothing to start.
+            let _ = std::fs::write(&stamp, now.to_string());
+            return false;
+        }
+        Err(_) => return true,
+    };
+    match text.trim().parse::<u64>() {
+        Ok(t) if t <= now => now - t >= policy.interval.as_secs(),
         _ => true,
     }
 }
@@ -346,7 +355,12 @@ mod tests {
         let p = CleanupPolicy::default();
         let now = crate::image::store::now_unix();
         let stamp = |t: String| std::fs::write(root.join("locks").join(STAMP), t).unwrap();
-        assert!(cleanup_due(&root, &p), "no stamp yet");
+        assert!(!cleanup_due(&root, &p), "no stamp yet: the clock starts");
+        let first: u64 = std::fs::read_to_string(root.join("locks").join(STAMP))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(first >= now);
         stamp((now - 60).to_string());
         assert!(!cleanup_due(&root, &p), "a minute ago");
         stamp((now - 1801).to_string());
