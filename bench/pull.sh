@@ -59,7 +59,9 @@ runs = {
         ["umoci", "unpack", "--image", f"{work}/oci:latest", f"{work}/bundle"],
     ], skopeo_before),
 }
+load_before = os.getloadavg()[0]
 res = {k: [timed(c, b) for _ in range(n)] for k, (c, b) in runs.items()}
+load_after = os.getloadavg()[0]
 for k, v in res.items():
     print(f"{k}: median {statistics.median(v):.2f} s")
 # Peak RSS of one skiff pull, measured on that process alone.
@@ -74,7 +76,8 @@ rows = "\n".join(
     for k, v in res.items())
 text = f"""## Image pull: ~100 MB, three layers, cold store, loopback registry
 
-`bench/pull.sh`, {n} runs each. Measured {datetime.date.today()}, Linux {platform.release()}.
+`bench/pull.sh`, {n} runs each. Measured {datetime.date.today()}, Linux {platform.release()},
+{os.cpu_count()} CPUs, load average {load_before:.2f} before and {load_after:.2f} after.
 The image (`rootfs-tools/bench-image.sh`): a Debian minbase layer ({sizes[0]/2**20:.1f} MiB
 gzip), 20 MiB of random data ({sizes[1]/2**20:.1f} MiB), a layer of whiteouts.
 
@@ -84,8 +87,9 @@ gzip), 20 MiB of random data ({sizes[1]/2**20:.1f} MiB), a layer of whiteouts.
 
 Peak RSS of `skiff pull`: {rss_mib:.1f} MiB (target ≤ 64 MiB).
 
-skiff fsyncs (syncfs) each layer before it becomes visible; podman and umoci do not.
-The issue's target is ≤ 0.4× podman's time; see the figures above for where it stands.
+skiff syncs the file system (one syncfs per pull) before any new layer becomes visible;
+podman and umoci do not sync. Each run starts from an empty store right after the previous
+run's files were deleted. The issue's target is ≤ 0.4× podman's time.
 """
 open(out, "w").write(text)
 PY

@@ -663,3 +663,319 @@ fn a_full_disk_is_a_clean_error_and_leaves_the_store_consistent() {
     assert!(err.contains("No space left on device"), "{err}");
     assert_eq!((layers, images, tmp), (0, 0, 0), "nothing half-written");
 }
+
+/// `skiff CMD...` with the cleanup variables `vars`, to its end.
+fn with_vars(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> std::process::Output {
+    let mut c = env.command(args);
+    for v in [
+        "ECS_DISABLE_IMAGE_CLEANUP",
+        "ECS_IMAGE_CLEANUP_INTERVAL",
+        "ECS_IMAGE_MINIMUM_CLEANUP_AGE",
+        "ECS_NUM_IMAGES_DELETE_PER_CYCLE",
+    ] {
+        c.env_remove(v);
+    }
+    for (k, v) in vars {
+        c.env(k, v);
+    }
+    let child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_output(child, Duration::from_secs(120))
+}
+
+/// Sets an image record's pull and last-use times to `secs_ago` seconds ago.
+fn age_image(env: &Env, image: &str, secs_ago: u64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let list = env.output(&["images", "--json"]);
+    let digest = stdout(&list)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| {
+            v["references"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r == image)
+        })
+        .unwrap_or_else(|| panic!("{image} not listed: {}", stdout(&list)))["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let p = env
+        .state
+        .join("images")
+        .join(format!("{}.json", digest.strip_prefix("sha256:").unwrap()));
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    v["pulled_at"] = (now - secs_ago).into();
+    v["last_used"] = (now - secs_ago).into();
+    std::fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();
+}
+
+fn listed(env: &Env) -> Vec<String> {
+    let mut v: Vec<String> = stdout(&env.output(&["images", "--json"]))
+        .lines()
+        .flat_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["references"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r.as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn automatic_image_cleanup_follows_the_ecs_policy() {
+    let env = Env::new();
+    let reg = registry();
+    let off = [("ECS_DISABLE_IMAGE_CLEANUP", "true")];
+    let gc = |i: usize| format!("{reg}/gc:{i}");
+    for i in 0..7 {
+        let content = format!("image {i}\n");
+        let tar = oci::layer_tar(&[("which", 0o644, content.as_bytes())]);
+        let tag = i.to_string();
+        oci::push_image(
+            &reg,
+            "gc",
+            Some(&tag),
+            arch(),
+            &tar,
+            &oci::gzip(&tar),
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+        );
+        let out = with_vars(&env, &["pull", "-q", &gc(i)], &off);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    // A detached task that ran and stopped, still listed: its image counts as in use.
+    let bb = busybox();
+    let td = env.taskdef(
+        "once",
+        &format!(
+            r#"{{"family":"once","networkMode":"none","containerDefinitions":[
+        {{"name":"c","image":"{bb}","memory":32,"command":["true"]}}]}}"#
+        ),
+    );
+    let out = with_vars(&env, &["run", "-d", td.to_str().unwrap()], &off);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let task = stdout(&out).trim().to_string();
+    wait_for(Duration::from_secs(30), || {
+        stdout(&env.output(&["ps", "-a"]))
+            .contains("STOPPED")
+            .then_some(())
+    })
+    .expect("the task stops");
+    assert!(
+        !env.state.join("locks/image-cleanup").exists(),
+        "disabled: no cycle ran"
+    );
+    // Two hours old, gc:5 the least recently used; gc:6 stays young.
+    age_image(&env, &bb, 9000);
+    for i in 0..6 {
+        age_image(&env, &gc(i), 7200 + 60 * i as u64);
+    }
+    let mut all: Vec<String> = (0..7).map(gc).chain([bb.clone()]).collect();
+    all.sort();
+    assert_eq!(listed(&env), all);
+
+    // No stamp yet: the first pull with cleanup on starts the clock, no cycle.
+    let log = env.state.join("image-cleanup.log");
+    let stamp = env.state.join("locks/image-cleanup");
+    let out = with_vars(&env, &["pull", "-q", &gc(6)], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stamp.exists() && !log.exists(), "the clock starts");
+    assert_eq!(listed(&env), all);
+    // 31 minutes later (the stamp set back) the next pull starts a cycle in the background
+    // after its work. Five images at most: gc:1..=5.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    std::fs::write(&stamp, (now - 31 * 60).to_string()).unwrap();
+    let out = with_vars(&env, &["pull", "-q", &gc(6)], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = wait_for(Duration::from_secs(60), || {
+        let text = std::fs::read_to_string(&log).ok()?;
+        text.contains("layers removed").then_some(text)
+    })
+    .expect("the cycle reports");
+    assert_eq!(report.matches("deleted sha256:").count(), 5, "{report}");
+    let mut kept = vec![gc(0), gc(6), bb.clone()];
+    kept.sort();
+    assert_eq!(
+        listed(&env),
+        kept,
+        "in-use, young and the sixth old image stay"
+    );
+    let layers = std::fs::read_dir(env.state.join("layers")).unwrap().count();
+    // busybox's layers, gc:0's and gc:6's (a layer and its size file each).
+    assert!(
+        layers < 2 * 7,
+        "removed images' layers are gone: {layers} entries"
+    );
+
+    // From here on the log tells whether a command started a cycle: only then is it made.
+    std::fs::remove_file(&log).unwrap();
+    let no_cycle = |why: &str, out: std::process::Output| {
+        assert!(out.status.success(), "{why}: {}", stderr(&out));
+        assert!(!log.exists(), "{why}: a cycle was started");
+        assert_eq!(listed(&env), kept, "{why}");
+    };
+    // The stamp says a cycle just ran: nothing more goes before the interval passed.
+    no_cycle(
+        "the stamp holds the next cycle back",
+        with_vars(&env, &["pull", "-q", &gc(6)], &[]),
+    );
+    // 31 minutes ago: due under the default 30m, not under a configured 45m, nor when disabled.
+    std::fs::write(&stamp, (now - 31 * 60).to_string()).unwrap();
+    no_cycle(
+        "45m interval: not due yet",
+        with_vars(
+            &env,
+            &["pull", "-q", &gc(6)],
+            &[("ECS_IMAGE_CLEANUP_INTERVAL", "45m")],
+        ),
+    );
+    no_cycle("disabled", with_vars(&env, &["pull", "-q", &gc(6)], &off));
+    // A bad setting is a warning naming the variable; the command itself succeeds.
+    let out = with_vars(
+        &env,
+        &["pull", "-q", &gc(6)],
+        &[("ECS_NUM_IMAGES_DELETE_PER_CYCLE", "none")],
+    );
+    assert!(
+        stderr(&out).contains("ECS_NUM_IMAGES_DELETE_PER_CYCLE=\"none\""),
+        "{}",
+        stderr(&out)
+    );
+    no_cycle("a bad setting", out);
+    // `skiff run` starts the due cycle too, once its task has run (a foreground task leaves no
+    // record): gc:0 goes, busybox stays for the stopped task still listed.
+    let out = with_vars(&env, &["run", td.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_for(Duration::from_secs(60), || {
+        let t: u64 = std::fs::read_to_string(&stamp).ok()?.trim().parse().ok()?;
+        (t >= now).then_some(())
+    })
+    .expect("the cycle renews the stamp");
+    let mut kept = vec![gc(6), bb.clone()];
+    kept.sort();
+    assert_eq!(listed(&env), kept);
+    store_consistent(&env);
+    let out = env.output(&["rm", &task]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn unpack_caps_are_configurable() {
+    let env = Env::new();
+    let reg = registry();
+    let tar = oci::layer_tar(&[
+        ("one", 0o644, b"1"),
+        ("two", 0o644, b"2"),
+        ("three", 0o644, b"3"),
+        ("a-longer-name", 0o644, b"4"),
+    ]);
+    oci::push_image(
+        &reg,
+        "caps",
+        Some("four"),
+        arch(),
+        &tar,
+        &oci::gzip(&tar),
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+    );
+    let image = format!("{reg}/caps:four");
+    let refused = |out: std::process::Output, needle: &str| {
+        assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+        assert!(stderr(&out).contains(needle), "{needle}: {}", stderr(&out));
+        store_consistent(&env);
+        assert!(listed(&env).is_empty());
+    };
+    let mut c = env.command(&["pull", "-q", &image]);
+    let out = c.env("SKIFF_UNPACK_MAX_ENTRIES", "3").output().unwrap();
+    refused(out, "exceeds max_entries (3)");
+    refused(
+        pull(&env, &image, &["--unpack-max-path-len", "8"]),
+        "exceeds max_path_len (8)",
+    );
+    refused(
+        pull(&env, &image, &["--unpack-max-bytes", "2048"]),
+        "exceeds max_bytes (2048)",
+    );
+    let out = pull(&env, &image, &["--unpack-max-entries", "0"]);
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--unpack-max-entries"),
+        "{}",
+        stderr(&out)
+    );
+    let out = pull(&env, &image, &["-q"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(listed(&env), vec![image.clone()]);
+}
+
+#[test]
+fn pull_progress_bars_lines_and_quiet() {
+    let image = format!("{}/busybox-layered:latest", registry());
+    // Not a terminal: a plain line per event, then a summary; the digest on stdout.
+    let env = Env::new();
+    let out = pull(&env, &image, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    let started = err.matches(": downloading ").count();
+    assert!(started >= 2, "a line per layer: {err}");
+    assert_eq!(err.matches(": done\n").count(), started, "{err}");
+    assert!(err.contains(&format!("pulled {image} (sha256:")), "{err}");
+    assert!(
+        !err.contains('\x1b'),
+        "no terminal codes in a pipe: {err:?}"
+    );
+    let digest = stdout(&out).trim().to_string();
+    assert!(digest.starts_with("sha256:"), "{digest}");
+    let again = pull(&env, &image, &[]);
+    assert_eq!(
+        stderr(&again).matches(": already present\n").count(),
+        started,
+        "{}",
+        stderr(&again)
+    );
+    // --quiet: the digest only.
+    let env = Env::new();
+    let out = pull(&env, &image, &["--quiet"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+    assert_eq!(stdout(&out).trim(), digest);
+    // A terminal (script(1) gives one): bars redrawn in place, full when done.
+    let env = Env::new();
+    let cmd = format!(
+        "{} --state-dir {} pull {image}",
+        env!("CARGO_BIN_EXE_skiff"),
+        env.state.display()
+    );
+    let child = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_output(child, Duration::from_secs(120));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let tty = stdout(&out);
+    assert!(tty.contains("\x1b[2K"), "{tty:?}");
+    assert!(
+        tty.matches(&format!("[{}]", "=".repeat(30))).count() >= started,
+        "a full bar per layer: {tty:?}"
+    );
+    assert!(!tty.contains(": downloading "), "{tty:?}");
+}

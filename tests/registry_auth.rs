@@ -1,6 +1,6 @@
 //! Registry authentication end to end: `skiff run` of a one-container task whose image lives in
 //! a registry that wants credentials. Each test starts its own Debian `docker-registry` (htpasswd
-//! or token auth) on a port of 51690-51699 with its own storage, pushes the busybox test image
+//! or token auth) on a free loopback port with its own storage, pushes the busybox test image
 //! into it with credentials (tests/auth/oci-push.sh), and stops it at the end. Helpers in
 //! tests/auth/: token_server.py (a JWT issuer, RS256 with an x5c header, key and certificate made
 //! with openssl here) and fake_ecr.py (GetAuthorizationToken with its own SigV4 check). Needs
@@ -104,8 +104,19 @@ impl Drop for Fixture {
     }
 }
 
+/// A loopback port nothing listens on now. Fixed ports collided with other registries on
+/// the machine (a helper's own, a benchmark's), and a pull then succeeded against the wrong one.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 impl Fixture {
-    fn new(port: u16) -> Fixture {
+    fn new() -> Fixture {
+        let port = free_port();
         assert!(
             Path::new("/usr/bin/docker-registry").exists(),
             "docker-registry is not installed (scripts/deps.sh installs it)"
@@ -297,7 +308,7 @@ fn assert_pull_error(o: &Output, needles: &[&str]) -> String {
 
 #[test]
 fn basic_auth_from_docker_config() {
-    let mut f = Fixture::new(51690);
+    let mut f = Fixture::new();
     f.htpasswd_registry(&[ALICE_HTPASSWD]);
     f.push(&["-u", &format!("alice:{ALICE_PASSWORD}")]);
     let reg = format!("127.0.0.1:{}", f.port);
@@ -348,7 +359,7 @@ fn basic_auth_from_docker_config() {
 
 #[test]
 fn basic_auth_from_a_credential_helper() {
-    let mut f = Fixture::new(51691);
+    let mut f = Fixture::new();
     f.htpasswd_registry(&[ALICE_HTPASSWD]);
     f.push(&["-u", &format!("alice:{ALICE_PASSWORD}")]);
     let reg = format!("127.0.0.1:{}", f.port);
@@ -412,7 +423,7 @@ fi
 
 #[test]
 fn basic_auth_from_the_skiff_credentials_file() {
-    let mut f = Fixture::new(51692);
+    let mut f = Fixture::new();
     f.htpasswd_registry(&[ALICE_HTPASSWD]);
     f.push(&["-u", &format!("alice:{ALICE_PASSWORD}")]);
     let reg = format!("127.0.0.1:{}", f.port);
@@ -432,7 +443,7 @@ fn basic_auth_from_the_skiff_credentials_file() {
 
 #[test]
 fn repository_credentials_name_a_credential_of_the_skiff_file() {
-    let mut f = Fixture::new(51697);
+    let mut f = Fixture::new();
     f.htpasswd_registry(&[ALICE_HTPASSWD]);
     f.push(&["-u", &format!("alice:{ALICE_PASSWORD}")]);
     let param = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:registry-alice";
@@ -479,8 +490,8 @@ fn token_log(path: &Path) -> Vec<serde_json::Value> {
 
 #[test]
 fn bearer_token_auth() {
-    let mut f = Fixture::new(51693);
-    let token_port = 51694;
+    let mut f = Fixture::new();
+    let token_port = free_port();
     let (key, cert) = issuer_key(&f.dir);
     let log = f.dir.join("tokens.log");
     let _issuer = Bg::spawn(
@@ -601,8 +612,8 @@ fn rfc3339(t: SystemTime) -> String {
 
 #[test]
 fn ecr_get_authorization_token_against_a_fake_endpoint() {
-    let mut f = Fixture::new(51695);
-    let ecr_port = 51696;
+    let mut f = Fixture::new();
+    let ecr_port = free_port();
     let st = Command::new("python3")
         .arg(tool("fake_ecr.py"))
         .arg("selftest")

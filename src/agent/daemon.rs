@@ -509,6 +509,8 @@ async fn usage_loop(sh: Arc<Shared>) {
 /// task (in any status) uses.
 async fn image_cleanup_loop(sh: Arc<Shared>) {
     let policy = crate::image::gc::CleanupPolicy {
+        disabled: sh.cfg.disable_image_cleanup,
+        interval: sh.cfg.image_cleanup_interval,
         minimum_age: sh.cfg.image_minimum_cleanup_age,
         images_per_cycle: sh.cfg.num_images_delete_per_cycle,
     };

@@ -9,12 +9,14 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
+use super::tasks::parse_duration;
 use super::EXIT_RUNNER_ERROR;
 use crate::image::digest::Digest;
 use crate::image::gc::{CleanupPolicy, Removed};
 use crate::image::manifest::Platform;
 use crate::image::pipeline::{Progress, Quiet};
 use crate::image::store::now_unix;
+use crate::image::unpack::UnpackLimits;
 use crate::image::{Store, StoreOptions};
 use crate::task::record;
 
@@ -36,6 +38,22 @@ pub struct PullOpts {
     #[arg(long, env = "SKIFF_MAX_CONCURRENT_DOWNLOADS", default_value_t = 3,
           value_parser = clap::value_parser!(u64).range(1..=32))]
     max_concurrent_downloads: u64,
+    /// Largest uncompressed layer (tar bytes) unpacked.
+    #[arg(long, env = "SKIFF_UNPACK_MAX_BYTES", default_value_t = UnpackLimits::default().max_bytes,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    unpack_max_bytes: u64,
+    /// Most entries in one layer.
+    #[arg(long, env = "SKIFF_UNPACK_MAX_ENTRIES", default_value_t = UnpackLimits::default().max_entries,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    unpack_max_entries: u64,
+    /// Longest entry name or link target in a layer, in bytes.
+    #[arg(long, env = "SKIFF_UNPACK_MAX_PATH_LEN", default_value_t = UnpackLimits::default().max_path_len as u64,
+          value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    unpack_max_path_len: u64,
+    /// Most bytes of xattr names and values on one layer entry.
+    #[arg(long, env = "SKIFF_UNPACK_MAX_XATTR_BYTES", default_value_t = UnpackLimits::default().max_xattr_bytes as u64,
+          value_parser = clap::value_parser!(u64).range(0..=1 << 30))]
+    unpack_max_xattr_bytes: u64,
 }
 
 pub fn parse_platform(s: &str) -> Result<Platform, String> {
@@ -64,7 +82,92 @@ impl PullOpts {
             insecure: self.insecure_registries.clone(),
             max_concurrent_layers: self.max_concurrent_downloads as usize,
             platform: self.platform.as_deref().map(parse_platform).transpose()?,
+            unpack: UnpackLimits {
+                max_bytes: self.unpack_max_bytes,
+                max_entries: self.unpack_max_entries,
+                max_path_len: self.unpack_max_path_len as usize,
+                max_xattr_bytes: self.unpack_max_xattr_bytes as usize,
+            },
         })
+    }
+}
+
+/// The automatic cleanup policy from the ECS agent's variables: ECS_DISABLE_IMAGE_CLEANUP
+/// (true/false), ECS_IMAGE_CLEANUP_INTERVAL (a Go duration, 30m; like the agent, a value
+/// under 10m gives the default), ECS_IMAGE_MINIMUM_CLEANUP_AGE (1h),
+/// ECS_NUM_IMAGES_DELETE_PER_CYCLE (5; at least 1).
+pub fn cleanup_policy_from_env() -> Result<CleanupPolicy, String> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let mut p = CleanupPolicy::default();
+    if let Some(v) = var("ECS_DISABLE_IMAGE_CLEANUP") {
+        p.disabled = match v.trim().to_ascii_lowercase().as_str() {
+            "true" => true,
+            "false" => false,
+            _ => {
+                return Err(format!(
+                    "ECS_DISABLE_IMAGE_CLEANUP={v:?}: expected true or false"
+                ))
+            }
+        };
+    }
+    if let Some(v) = var("ECS_IMAGE_CLEANUP_INTERVAL") {
+        let d = parse_duration(&v).map_err(|e| format!("ECS_IMAGE_CLEANUP_INTERVAL={e}"))?;
+        if d < crate::image::gc::MINIMUM_INTERVAL {
+            tracing::warn!(value = %v, "ECS_IMAGE_CLEANUP_INTERVAL is under 10m; using 30m");
+        } else {
+            p.interval = d;
+        }
+    }
+    if let Some(v) = var("ECS_IMAGE_MINIMUM_CLEANUP_AGE") {
+        p.minimum_age =
+            parse_duration(&v).map_err(|e| format!("ECS_IMAGE_MINIMUM_CLEANUP_AGE={e}"))?;
+    }
+    if let Some(v) = var("ECS_NUM_IMAGES_DELETE_PER_CYCLE") {
+        p.images_per_cycle = match v.trim().parse::<usize>() {
+            Ok(n) if n >= 1 => n,
+            _ => {
+                return Err(format!(
+                    "ECS_NUM_IMAGES_DELETE_PER_CYCLE={v:?}: expected a whole number of at least 1"
+                ))
+            }
+        };
+    }
+    Ok(p)
+}
+
+/// Starts the automatic image cleanup cycle when one is due (see
+/// [`crate::image::gc::maybe_cleanup`]); `skiff run` and `skiff pull` call it once their own
+/// work is done. The cycle runs in a process of its own (`skiff prune --auto --if-due`, in
+/// its own process group, output to `<state>/image-cleanup.log`) that this command does not
+/// wait for: removing a large image takes seconds on a busy disk. A failure is a warning: the
+/// command itself succeeded.
+pub fn cleanup_if_due(state_dir: &Path) {
+    use std::os::unix::process::CommandExt;
+    let policy = match cleanup_policy_from_env() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("skiff: warning: image cleanup: {e}");
+            return;
+        }
+    };
+    // The usual case (not due) costs one small read.
+    if !crate::image::gc::cleanup_due(state_dir, &policy) {
+        return;
+    }
+    let started = std::env::current_exe().and_then(|exe| {
+        let log = std::fs::File::create(state_dir.join("image-cleanup.log"))?;
+        std::process::Command::new(exe)
+            .arg("--state-dir")
+            .arg(state_dir)
+            .args(["prune", "--auto", "--if-due"])
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+    });
+    if let Err(e) = started {
+        eprintln!("skiff: warning: image cleanup: start it: {e}");
     }
 }
 
@@ -238,6 +341,7 @@ pub async fn pull(args: PullArgs, state_dir: &Path) -> i32 {
                 );
             }
             println!("{}", img.manifest_digest);
+            cleanup_if_due(state_dir);
             0
         }
         Err(e) => fail(format!("CannotPullContainerError: {e}")),
@@ -356,34 +460,62 @@ pub struct PruneArgs {
     /// not used by a task for --min-age, least recently used first.
     #[arg(long)]
     auto: bool,
-    /// Seconds an image must be unused (ECS_IMAGE_MINIMUM_CLEANUP_AGE; default 1 h).
-    #[arg(long, env = "SKIFF_IMAGE_MINIMUM_CLEANUP_AGE", default_value_t = 3600)]
-    min_age: u64,
+    /// How long an image must be unused: a duration like 1h, 90m or 0
+    /// (ECS_IMAGE_MINIMUM_CLEANUP_AGE).
+    #[arg(long, env = "ECS_IMAGE_MINIMUM_CLEANUP_AGE", default_value = "1h",
+          value_parser = parse_duration)]
+    min_age: Duration,
     /// Images removed per cycle (ECS_NUM_IMAGES_DELETE_PER_CYCLE).
-    #[arg(long, env = "ECS_NUM_IMAGES_DELETE_PER_CYCLE", default_value_t = 5)]
-    max: usize,
+    #[arg(long, env = "ECS_NUM_IMAGES_DELETE_PER_CYCLE", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max: u64,
+    /// With --auto: only when the last automatic cycle is older than
+    /// ECS_IMAGE_CLEANUP_INTERVAL and ECS_DISABLE_IMAGE_CLEANUP is not true, and only if no
+    /// pull holds the store right now (then nothing happens); renews the stamp. What `skiff
+    /// run` and `skiff pull` start in the background; fit for cron too.
+    #[arg(long, requires = "auto")]
+    if_due: bool,
 }
 
 pub async fn prune(args: PruneArgs, state_dir: &Path) -> i32 {
+    let env_policy = match args.if_due.then(cleanup_policy_from_env).transpose() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("skiff: prune: {e}");
+            return EXIT_RUNNER_ERROR;
+        }
+    };
     let result = async {
         let store = Store::open(state_dir, StoreOptions::default())?;
+        if let Some(env_policy) = env_policy {
+            let policy = CleanupPolicy {
+                minimum_age: args.min_age,
+                images_per_cycle: args.max as usize,
+                ..env_policy
+            };
+            return tokio::task::block_in_place(|| {
+                crate::image::gc::maybe_cleanup(&store, &policy, || images_in_use(state_dir))
+            });
+        }
         let in_use = images_in_use(state_dir);
         if args.auto {
             let policy = CleanupPolicy {
-                minimum_age: Duration::from_secs(args.min_age),
-                images_per_cycle: args.max,
+                minimum_age: args.min_age,
+                images_per_cycle: args.max as usize,
+                ..CleanupPolicy::default()
             };
-            store.cleanup(&in_use, &policy).await
+            store.cleanup(&in_use, &policy).await.map(Some)
         } else {
-            store.prune(&in_use).await
+            store.prune(&in_use).await.map(Some)
         }
     }
     .await;
     match result {
-        Ok(r) => {
+        Ok(Some(r)) => {
             report(&r);
             0
         }
+        Ok(None) => 0,
         Err(e) => {
             eprintln!("skiff: prune: {e}");
             EXIT_RUNNER_ERROR

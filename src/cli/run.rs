@@ -154,9 +154,12 @@ pub async fn run(
         task_id: args.task_id,
         task_arn: args.task_arn,
     };
+    let store_dir = opts.state_dir.clone();
     match run_foreground(td, opts).await {
         Ok(code) => {
             crate::timing::mark("end");
+            // After the start (-d) or the end, never before: the task's start is not delayed.
+            super::images::cleanup_if_due(&store_dir);
             code
         }
         Err(e) => {

@@ -1,7 +1,8 @@
 //! Removing images and layers: by request (`skiff rmi`, `skiff prune`) and by the cleanup
 //! policy of the ECS agent (ECS_IMAGE_CLEANUP_INTERVAL, ECS_IMAGE_MINIMUM_CLEANUP_AGE,
-//! ECS_NUM_IMAGES_DELETE_PER_CYCLE). An image a task uses is never removed; a layer goes
-//! when no image record names it. Everything runs under the store's exclusive lock, so no
+//! ECS_NUM_IMAGES_DELETE_PER_CYCLE, ECS_DISABLE_IMAGE_CLEANUP): daemonless, a cycle runs
+//! when a command finds the last one older than the interval (a stamp in the store). An
+//! image a task uses is never removed; a layer goes when no image record names it. Everything runs under the store's exclusive lock, so no
 //! pull is half-way while layers are swept.
 
 use std::collections::HashSet;
@@ -15,20 +16,33 @@ use super::ImageError;
 /// The ECS agent's cleanup settings.
 #[derive(Debug, Clone, Copy)]
 pub struct CleanupPolicy {
-    /// Images pulled or used more recently than this stay.
+    /// No automatic cycles at all (ECS_DISABLE_IMAGE_CLEANUP).
+    pub disabled: bool,
+    /// Time between automatic cycles (ECS_IMAGE_CLEANUP_INTERVAL).
+    pub interval: Duration,
+    /// Images pulled or used more recently than this stay (ECS_IMAGE_MINIMUM_CLEANUP_AGE).
     pub minimum_age: Duration,
-    /// At most this many images go per cycle.
+    /// At most this many images go per cycle (ECS_NUM_IMAGES_DELETE_PER_CYCLE).
     pub images_per_cycle: usize,
 }
 
 impl Default for CleanupPolicy {
     fn default() -> Self {
         CleanupPolicy {
+            disabled: false,
+            interval: DEFAULT_INTERVAL,
             minimum_age: Duration::from_secs(3600),
             images_per_cycle: 5,
         }
     }
 }
+
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30 * 60);
+/// The ECS agent takes its default instead of a shorter interval.
+pub const MINIMUM_INTERVAL: Duration = Duration::from_secs(10 * 60);
+
+/// The stamp file: the Unix time (seconds) the last automatic cycle ran.
+const STAMP: &str = "image-cleanup";
 
 /// What one removal did.
 #[derive(Debug, Default, serde::Serialize)]
@@ -78,6 +92,15 @@ impl Store {
         in_use: &HashSet<String>,
     ) -> Result<Removed, ImageError> {
         let _lock = self.exclusive().await?;
+        self.remove_locked(targets, in_use)
+    }
+
+    /// [`Store::remove`] with the store's exclusive lock already held.
+    fn remove_locked(
+        &self,
+        targets: &[String],
+        in_use: &HashSet<String>,
+    ) -> Result<Removed, ImageError> {
         let mut removed = Removed::default();
         let refs = self.refs();
         for t in targets {
@@ -142,8 +165,17 @@ impl Store {
         Ok(removed)
     }
 
-    /// One cycle of the ECS agent's cleanup policy.
+    /// One cycle of the ECS agent's cleanup policy, now (`skiff prune --auto`).
     pub async fn cleanup(
+        &self,
+        in_use: &HashSet<String>,
+        policy: &CleanupPolicy,
+    ) -> Result<Removed, ImageError> {
+        let _lock = self.exclusive().await?;
+        self.cleanup_locked(in_use, policy)
+    }
+
+    fn cleanup_locked(
         &self,
         in_use: &HashSet<String>,
         policy: &CleanupPolicy,
@@ -154,7 +186,7 @@ impl Store {
             return Ok(Removed::default());
         }
         let targets: Vec<String> = chosen.iter().map(|d| d.to_string()).collect();
-        self.remove(&targets, in_use).await
+        self.remove_locked(&targets, in_use)
     }
 
     fn drop_image(&self, d: &Digest, removed: &mut Removed) {
@@ -186,7 +218,14 @@ impl Store {
             .flat_map(|(i, _)| i.chain_ids.iter().map(|c| c.hex().to_string()))
             .collect();
         let layers = self.root().join("layers");
-        for e in std::fs::read_dir(&layers).into_iter().flatten().flatten() {
+        let entries: Vec<_> = std::fs::read_dir(&layers)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .collect();
+        // Directories first: a layer's size file is read before it goes.
+        let (dirs, files): (Vec<_>, Vec<_>) = entries.into_iter().partition(|e| e.path().is_dir());
+        for e in dirs.iter().chain(&files) {
             let name = e.file_name().to_string_lossy().into_owned();
             let hex = name.strip_suffix(".size").unwrap_or(&name).to_string();
             if keep.contains(&hex) {
@@ -205,6 +244,64 @@ impl Store {
             }
         }
     }
+}
+
+/// Whether an automatic cycle is due for the store at `root`: the policy allows them and the
+/// stamp is older than the interval, unreadable, or in the future (the clock was set back).
+/// Without a stamp the clock starts now (the stamp is written, nothing is due): like the
+/// agent's first cycle, a store's first one comes an interval after its first use. One small
+/// read, no lock: [`maybe_cleanup`] checks again under the lock.
+pub fn cleanup_due(root: &Path, policy: &CleanupPolicy) -> bool {
+    if policy.disabled {
+        return false;
+    }
+    let stamp = root.join("locks").join(STAMP);
+    let now = super::store::now_unix();
+    let text = match std::fs::read_to_string(&stamp) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // A missing locks/ means no store here yet: nothing to start.
+            let _ = std::fs::write(&stamp, now.to_string());
+            return false;
+        }
+        Err(_) => return true,
+    };
+    match text.trim().parse::<u64>() {
+        Ok(t) if t <= now => now - t >= policy.interval.as_secs(),
+        _ => true,
+    }
+}
+
+/// The ECS agent's periodic image cleanup, for callers without a loop of their own (`skiff
+/// run` and `skiff pull` call it after their work; the agent on its own timer): one cycle
+/// when [`cleanup_due`], recorded in the stamp. Never waits: when a pull or a removal holds
+/// the store, the cycle is left to a later caller (`Ok(None)`, as when none is due).
+/// `in_use` is asked under the lock, so it sees every task started before the cycle.
+/// Blocking file system work: async callers run it with `spawn_blocking`.
+pub fn maybe_cleanup(
+    store: &Store,
+    policy: &CleanupPolicy,
+    in_use: impl FnOnce() -> HashSet<String>,
+) -> Result<Option<Removed>, ImageError> {
+    if !cleanup_due(store.root(), policy) {
+        return Ok(None);
+    }
+    let Some(_lock) = FileLock::try_exclusive(&store.root().join("locks").join("store"))? else {
+        return Ok(None);
+    };
+    // Another process may have run the cycle between the first look and the lock.
+    if !cleanup_due(store.root(), policy) {
+        return Ok(None);
+    }
+    let removed = store.cleanup_locked(&in_use(), policy)?;
+    let stamp = store.root().join("locks").join(STAMP);
+    std::fs::write(&stamp, super::store::now_unix().to_string()).map_err(|source| {
+        ImageError::Io {
+            what: format!("write {}", stamp.display()),
+            source,
+        }
+    })?;
+    Ok(Some(removed))
 }
 
 fn clear_tmp(root: &std::path::Path) {
@@ -252,6 +349,35 @@ mod tests {
     }
 
     #[test]
+    fn a_cycle_is_due_by_the_stamp() {
+        let root = std::env::temp_dir().join(format!("skiff-gc-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("locks")).unwrap();
+        let p = CleanupPolicy::default();
+        let now = crate::image::store::now_unix();
+        let stamp = |t: String| std::fs::write(root.join("locks").join(STAMP), t).unwrap();
+        assert!(!cleanup_due(&root, &p), "no stamp yet: the clock starts");
+        let first: u64 = std::fs::read_to_string(root.join("locks").join(STAMP))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(first >= now);
+        stamp((now - 60).to_string());
+        assert!(!cleanup_due(&root, &p), "a minute ago");
+        stamp((now - 1801).to_string());
+        assert!(cleanup_due(&root, &p), "over 30 minutes ago");
+        stamp((now + 3600).to_string());
+        assert!(cleanup_due(&root, &p), "the clock went back");
+        stamp("garbage".into());
+        assert!(cleanup_due(&root, &p), "unreadable");
+        let off = CleanupPolicy {
+            disabled: true,
+            ..p
+        };
+        assert!(!cleanup_due(&root, &off));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
     fn policy_keeps_young_and_used_images_and_caps_the_cycle() {
         let now = 100_000;
         let images: Vec<Image> = vec![
@@ -267,6 +393,7 @@ mod tests {
         ];
         let in_use: HashSet<String> = [Digest::of(&[5]).to_string()].into();
         let p = CleanupPolicy::default();
+        assert_eq!(p.interval, Duration::from_secs(1800));
         let chosen = select_for_cleanup(&images, &in_use, now, &p);
         let want: Vec<Digest> = [1u8, 9, 8, 7, 6]
             .iter()

@@ -4,7 +4,7 @@
 //! flat whatever the layer's size. Broken downloads resume where they stopped (Range, or by
 //! skipping what was already received when the registry ignores Range); transient failures
 //! are retried with backoff. Nothing is renamed into place here: the caller does that once
-//! both digests held.
+//! both digests held and the file system was synced.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -142,10 +142,10 @@ fn unpack_stream(
     rx: mpsc::Receiver<Result<Bytes, String>>,
     dir: &Path,
     diff_id: &Digest,
+    limits: UnpackLimits,
 ) -> Result<Unpacked, String> {
     use std::sync::atomic::{AtomicBool, Ordering};
     std::fs::create_dir(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    let limits = UnpackLimits::default();
     let max_bytes = limits.max_bytes;
     let (btx, brx) = std::sync::mpsc::sync_channel::<Vec<u8>>(INFLATED_BLOCKS);
     let apply_failed = std::sync::Arc::new(AtomicBool::new(false));
@@ -180,7 +180,9 @@ fn unpack_stream(
                 total += n as u64;
                 // Trailing bytes after the tar end count against the same cap.
                 if total > max_bytes {
-                    return Err(format!("more than {max_bytes} uncompressed bytes"));
+                    return Err(format!(
+                        "the uncompressed layer exceeds max_bytes ({max_bytes})"
+                    ));
                 }
                 if sending && btx.send(block).is_err() {
                     // The applier is done: go on hashing to the end, unless it failed.
@@ -213,7 +215,6 @@ fn unpack_stream(
             "diff ID mismatch: got {got}, the config says {diff_id}"
         ));
     }
-    sync_fs(dir).map_err(|e| format!("sync: {e}"))?;
     Ok(Unpacked {
         size,
         implicit_dirs,
@@ -228,7 +229,9 @@ pub struct Unpacked {
     pub implicit_dirs: Vec<PathBuf>,
 }
 
-fn sync_fs(dir: &Path) -> std::io::Result<()> {
+/// Flushes the file system holding `dir`: the caller does it once for all the layers of a
+/// pull, before any of them is renamed into place.
+pub fn sync_fs(dir: &Path) -> std::io::Result<()> {
     let f = std::fs::File::open(dir)?;
     use std::os::fd::AsRawFd;
     if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
@@ -244,12 +247,14 @@ pub async fn fetch_layer<R: Registry>(
     desc: &Descriptor,
     diff_id: &Digest,
     dir: PathBuf,
+    limits: UnpackLimits,
     progress: &dyn Progress,
 ) -> Result<Unpacked, LayerError> {
     let (tx, rx) = mpsc::channel::<Result<Bytes, String>>(CHANNEL_CHUNKS);
     let diff = diff_id.clone();
     let unpack_dir = dir.clone();
-    let unpacker = tokio::task::spawn_blocking(move || unpack_stream(rx, &unpack_dir, &diff));
+    let unpacker =
+        tokio::task::spawn_blocking(move || unpack_stream(rx, &unpack_dir, &diff, limits));
     let downloaded = download(registry, r, desc, &tx, progress).await;
     if let Err(e) = &downloaded {
         // Stop the unpacker; it must not take a partial stream for a whole one.
