@@ -1,6 +1,8 @@
 //! Command-line entry: parse, then either enter the single-threaded shim (before any tokio
 //! runtime exists) or run a command on a tokio runtime.
 
+mod control_load;
+mod ctl;
 mod exec;
 mod images;
 mod info;
@@ -8,6 +10,7 @@ mod logs;
 mod net_debug;
 mod run;
 mod secret;
+mod server;
 mod stats;
 mod tasks;
 mod validate;
@@ -108,6 +111,13 @@ enum Cmd {
     Stats(stats::StatsArgs),
     /// This host's capacity and cgroup setup.
     Info(info::InfoArgs),
+    /// The control plane: ECS API for users, desired state for agents (HTTPS).
+    Server(server::ServerArgs),
+    /// Drive a control plane server, verbs after `aws ecs`.
+    Ctl(ctl::CtlArgs),
+    /// Internal: simulated agents and run-task latency against a server (benchmarks).
+    #[command(hide = true)]
+    ControlLoad(control_load::LoadArgs),
     /// Internal: drive the networking primitives step by step (tests, debugging).
     #[command(hide = true)]
     NetDebug(net_debug::NetDebugArgs),
@@ -180,6 +190,9 @@ pub fn main() -> i32 {
             Cmd::Images(args) => images::images(args, &cli.state_dir),
             Cmd::Rmi(args) => images::rmi(args, &cli.state_dir).await,
             Cmd::Prune(args) => images::prune(args, &cli.state_dir).await,
+            Cmd::Server(args) => server::run(args).await,
+            Cmd::Ctl(args) => ctl::run(args).await,
+            Cmd::ControlLoad(args) => control_load::run(args).await,
             Cmd::Shim { .. } | Cmd::Info(_) | Cmd::NetDebug(_) => unreachable!("handled above"),
         }
     });
