@@ -40,6 +40,65 @@ pub struct LoadArgs {
     /// Agents registering at once.
     #[arg(long, default_value_t = 64)]
     parallel_registrations: usize,
+    /// The server's pid: its CPU time and memory are reported per phase.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// After the runs, keep the agents polling and posting utilization this many seconds
+    /// (the steady state's server CPU is measured over it).
+    #[arg(long, default_value_t = 0)]
+    hold: u64,
+}
+
+/// CPU seconds (user + system) of a process, from /proc/PID/stat.
+fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some(ticks / hz)
+}
+
+/// VmRSS and VmHWM (peak) of a process in MiB.
+fn rss_mib(pid: u32) -> Option<(f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib = |k: &str| -> Option<f64> {
+        let l = status.lines().find(|l| l.starts_with(k))?;
+        l.split_whitespace().nth(1)?.parse().ok()
+    };
+    Some((kib("VmRSS:")? / 1024.0, kib("VmHWM:")? / 1024.0))
+}
+
+/// Prints the server's CPU use since the last mark, as a share of one core.
+struct Meter {
+    pid: Option<u32>,
+    cpu: f64,
+    at: Instant,
+}
+
+impl Meter {
+    fn new(pid: Option<u32>) -> Meter {
+        Meter {
+            pid,
+            cpu: pid.and_then(cpu_secs).unwrap_or(0.0),
+            at: Instant::now(),
+        }
+    }
+    fn mark(&mut self, phase: &str) {
+        let Some(pid) = self.pid else { return };
+        let (Some(cpu), Some((rss, peak))) = (cpu_secs(pid), rss_mib(pid)) else {
+            return;
+        };
+        let wall = self.at.elapsed().as_secs_f64();
+        println!(
+            "server during {phase}: cpu {:.2} s over {wall:.1} s ({:.1}% of one core), rss {rss:.1} MiB (peak {peak:.1} MiB)",
+            cpu - self.cpu,
+            (cpu - self.cpu) / wall * 100.0
+        );
+        self.cpu = cpu;
+        self.at = Instant::now();
+    }
 }
 
 struct Shared {
@@ -91,6 +150,7 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
         "open files limit {nofile}; registering {} agents",
         args.agents
     );
+    let mut meter = Meter::new(args.server_pid);
     let t0 = Instant::now();
     let sem = Arc::new(tokio::sync::Semaphore::new(args.parallel_registrations));
     for n in 0..args.agents {
@@ -124,8 +184,9 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
         reg.as_secs_f64(),
         sh.errors.load(Ordering::Relaxed)
     );
+    meter.mark("registration");
     let td = json!({"family": "load", "containerDefinitions": [
-        {"name": "app", "image": "busybox", "cpu": 1, "memory": 1, "essential": true}]});
+        {"name": "app", "image": "busybox", "cpu": 1, "memory": 6, "essential": true}]});
     ecs(&sh, &admin, "RegisterTaskDefinition", &td).await?;
     let mut lat = Vec::new();
     let mut missing = 0;
@@ -162,6 +223,12 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
         pct(0.99),
         lat.last().copied().unwrap_or(f64::NAN)
     );
+    meter.mark("the runs");
+    if args.hold > 0 {
+        tokio::time::sleep(Duration::from_secs(args.hold)).await;
+        meter.mark("steady state (long-polls, utilization posts)");
+    }
+    println!("agent-side errors: {}", sh.errors.load(Ordering::Relaxed));
     Ok(())
 }
 

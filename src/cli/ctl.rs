@@ -176,7 +176,7 @@ enum Verb {
 fn body(pairs: &[(&str, Value)]) -> Value {
     let mut o = serde_json::Map::new();
     for (k, v) in pairs {
-        if !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty()) {
+        if !v.is_null() && v.as_array().map_or(true, |a| !a.is_empty()) {
             o.insert((*k).to_string(), v.clone());
         }
     }

@@ -216,7 +216,7 @@ fn apply_event(mut t: Task, e: &TaskEvent) -> Task {
 }
 
 pub fn utilization(s: &mut State, id: &str, r: UtilizationRequest) -> Result<(), ApiError> {
-    if !(r.window_end >= r.window_start) {
+    if r.window_end < r.window_start || r.window_end.is_nan() || r.window_start.is_nan() {
         return Err(ApiError::invalid(
             "windowEnd: must not be before windowStart",
         ));

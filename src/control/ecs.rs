@@ -404,7 +404,7 @@ fn list_taskdefs(s: &mut State, r: ListTaskDefsReq) -> Result<Value, ApiError> {
         .filter(|d| {
             r.family_prefix
                 .as_deref()
-                .is_none_or(|p| d.family.starts_with(p))
+                .map_or(true, |p| d.family.starts_with(p))
         })
         .map(TaskDef::arn)
         .collect();

@@ -401,12 +401,16 @@ pub fn list_tasks(s: &mut State, r: ListTasksReq) -> Result<Value, ApiError> {
         .tasks
         .values()
         .filter(|t| t.cluster == c)
-        .filter(|t| instance.as_ref().is_none_or(|i| &t.instance_id == i))
-        .filter(|t| r.family.as_ref().is_none_or(|f| t.taskdef_parts().0 == *f))
+        .filter(|t| instance.as_ref().map_or(true, |i| &t.instance_id == i))
+        .filter(|t| {
+            r.family
+                .as_ref()
+                .map_or(true, |f| t.taskdef_parts().0 == *f)
+        })
         .filter(|t| {
             r.started_by
                 .as_ref()
-                .is_none_or(|b| t.started_by.as_ref() == Some(b))
+                .map_or(true, |b| t.started_by.as_ref() == Some(b))
         })
         .filter(|t| match desired.as_str() {
             // ECS: PENDING lists tasks whose desired status is RUNNING but not yet running.
