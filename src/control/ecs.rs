@@ -657,3 +657,33 @@ fn utilization(s: &mut State, r: UtilizationReq) -> Result<Value, ApiError> {
     out["tasks"] = json!(tasks);
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_carry_a_next_token_until_the_end() {
+        let items: Vec<String> = (0..5).map(|i| i.to_string()).collect();
+        let p = listed("xs", items.clone(), Some(2), None).unwrap();
+        assert_eq!(p, json!({"xs": ["0", "1"], "nextToken": "2"}));
+        let p = listed("xs", items.clone(), Some(2), Some("4")).unwrap();
+        assert_eq!(p, json!({"xs": ["4"]}));
+        assert!(listed("xs", items.clone(), Some(0), None).is_err());
+        assert!(listed("xs", items.clone(), None, Some("x")).is_err());
+        assert_eq!(
+            listed("xs", items, None, Some("9")).unwrap(),
+            json!({"xs": []})
+        );
+    }
+
+    #[test]
+    fn empty_bodies_are_empty_objects_and_bad_json_is_a_serialization_error() {
+        let r: ClusterRef = req("X", b"  ").unwrap();
+        assert!(r.cluster.is_none());
+        let e = req::<ClusterRef>("X", b"{").err().unwrap();
+        assert_eq!((e.status, e.kind), (400, "SerializationException"));
+        let e = req::<ClusterRef>("X", br#"{"cluster": 1}"#).err().unwrap();
+        assert_eq!(e.kind, "InvalidParameterException");
+    }
+}

@@ -169,7 +169,10 @@ pub async fn serve(opts: ServerOptions) -> Result<(), ControlError> {
                 return;
             };
             let svc = TowerToHyperService::new(app);
+            // The timer makes hyper's 30 s limit on reading a request's headers effective, so
+            // a client that trickles bytes cannot hold a connection forever.
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
                 .serve_connection(TokioIo::new(tls), svc)
                 .await;
         });
