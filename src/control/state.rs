@@ -52,6 +52,8 @@ pub struct State {
     pub live: HashMap<String, Live>,
     pub task_usage: HashMap<String, VecDeque<UsageRecord>>,
     pub heartbeat_base: Duration,
+    /// Instances not INACTIVE (the fleet the heartbeat timeout grows with).
+    fleet: u32,
 }
 
 impl State {
@@ -70,6 +72,7 @@ impl State {
             task_usage: HashMap::new(),
             heartbeat_base,
             store,
+            fleet: 0,
         };
         for (kind, key, value) in records {
             match kind.as_str() {
@@ -128,7 +131,10 @@ impl State {
         });
         // Wakes the instance's waiting polls when its set changed.
         live.notify.send_replace(i.version);
-        self.instances.insert(i.id.clone(), i);
+        let counts = |x: &Instance| u32::from(x.status != "INACTIVE");
+        let new = counts(&i);
+        let old = self.instances.insert(i.id.clone(), i).map_or(0, |o| counts(&o));
+        self.fleet = self.fleet + new - old;
     }
 
     pub fn put_task_mem(&mut self, t: Task) {
@@ -192,12 +198,7 @@ impl State {
     /// to come back through the agents' backoff, and one poll round of a large fleet takes
     /// longer to serve, so the timeout grows with it (60 s base: +20 s at 2,000 instances).
     pub fn heartbeat_timeout(&self) -> Duration {
-        let n = self
-            .instances
-            .values()
-            .filter(|i| i.status != "INACTIVE")
-            .count() as u32;
-        self.heartbeat_base + HEARTBEAT_PER_INSTANCE * n
+        self.heartbeat_base + HEARTBEAT_PER_INSTANCE * self.fleet
     }
 
     pub fn connected(&self, id: &str) -> bool {
