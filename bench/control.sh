@@ -33,8 +33,8 @@ size=$(stat -c %s "$skiff")
     echo
     echo "\`bench/control.sh\`: one \`skiff server\` (release build, SQLite with synchronous=FULL)"
     echo "and $agents simulated agents in one \`skiff control-load\` process on the same machine,"
-    echo "each with its own TLS connection, long-polling (30 s) and posting utilization every"
-    echo "20 s. $runs RunTask calls one after the other (50 ms apart); each is timed from sending"
+    echo "long-polling (30 s; every waiting poll holds its own TLS connection of the shared client"
+    echo "pool) and posting utilization every 20 s. $runs RunTask calls one after the other (50 ms apart); each is timed from sending"
     echo "RunTask to the chosen agent holding the task in its desired set. Measured $(date -u +%F)"
     echo "on this project's machine ($(nproc) cores, Linux $(uname -r)), shared with other builds."
     echo "Target: p99 < 100 ms. Release binary: $((size / 1024)) KiB."
