@@ -557,6 +557,15 @@ async fn agent_protocol_wakes_polls_applies_events_once_and_isolates_instances()
         json!([]),
         "b sees none of a's tasks"
     );
+    // The definition the agent gets is one `skiff run` accepts as it is.
+    let f = s.dir.join("desired.json");
+    std::fs::write(&f, d["tasks"][0]["taskDefinition"].to_string()).unwrap();
+    let o = Command::new(bin())
+        .arg("validate")
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
     // Events: applied once; a replayed seq is ignored; the answer says what is applied.
     let (st, v) = post_events(

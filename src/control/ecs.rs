@@ -77,7 +77,7 @@ pub fn page(
     if !(1..=100).contains(&max) {
         return Err(ApiError::invalid("maxResults: must be between 1 and 100"));
     }
-    let end = (start + max).min(items.len());
+    let end = start.saturating_add(max).min(items.len());
     let slice = items.get(start..end).unwrap_or_default().to_vec();
     let mut v = json!({ "items": slice });
     if end < items.len() {

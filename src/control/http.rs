@@ -75,18 +75,44 @@ fn bearer(h: &HeaderMap) -> Result<&str, ApiError> {
         .ok_or_else(|| ApiError::unauthenticated("Authorization: Bearer <token> is missing"))
 }
 
+/// Bodies up to this size are read to their end even when refused, so that the client gets
+/// its 413 instead of a connection reset while it is still sending; larger ones are cut off.
+const DRAIN_LIMIT: usize = 16 * MAX_BODY_BYTES;
+/// A body that stalls longer than this between two chunks is given up.
+const BODY_STALL: Duration = Duration::from_secs(30);
+
 /// Reads the body up to MAX_BODY_BYTES (413 beyond).
 async fn body(h: &HeaderMap, b: Body) -> Result<Bytes, ApiError> {
+    use futures_util::StreamExt;
     let declared = h
         .get("content-length")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+    if declared.is_some_and(|n| n > DRAIN_LIMIT) {
         return Err(ApiError::too_large());
     }
-    axum::body::to_bytes(b, MAX_BODY_BYTES)
-        .await
-        .map_err(|_| ApiError::too_large())
+    let mut stream = b.into_data_stream();
+    let mut buf = Vec::new();
+    let mut total = 0usize;
+    loop {
+        let chunk = match tokio::time::timeout(BODY_STALL, stream.next()).await {
+            Ok(Some(Ok(c))) => c,
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return Err(ApiError::client(format!("reading the body: {e}"))),
+            Err(_) => return Err(ApiError::client("the body stalled")),
+        };
+        total = total.saturating_add(chunk.len());
+        if total > DRAIN_LIMIT {
+            return Err(ApiError::too_large());
+        }
+        if total <= MAX_BODY_BYTES {
+            buf.extend_from_slice(&chunk);
+        }
+    }
+    if total > MAX_BODY_BYTES {
+        return Err(ApiError::too_large());
+    }
+    Ok(Bytes::from(buf))
 }
 
 fn json<T: Serialize>(v: &T) -> Response {

@@ -80,10 +80,14 @@ pub async fn serve(opts: ServerOptions) -> Result<(), ControlError> {
         path: dir.display().to_string(),
         source,
     };
-    std::fs::create_dir_all(dir).map_err(dir_err)?;
+    // Made 0700 when new; an existing directory keeps its mode (it may be shared).
     {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(dir_err)?;
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(dir_err)?;
     }
     let nofile = raise_nofile_limit();
     let (admin, _) = tls::token_file(&dir.join("admin.token"), "ska_")?;

@@ -133,7 +133,10 @@ impl State {
         live.notify.send_replace(i.version);
         let counts = |x: &Instance| u32::from(x.status != "INACTIVE");
         let new = counts(&i);
-        let old = self.instances.insert(i.id.clone(), i).map_or(0, |o| counts(&o));
+        let old = self
+            .instances
+            .insert(i.id.clone(), i)
+            .map_or(0, |o| counts(&o));
         self.fleet = self.fleet + new - old;
     }
 
