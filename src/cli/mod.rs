@@ -3,6 +3,7 @@
 
 mod control_load;
 mod ctl;
+mod ctl_table;
 mod exec;
 mod images;
 mod info;

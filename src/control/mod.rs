@@ -3,6 +3,7 @@
 
 mod agent_api;
 mod ecs;
+mod ecs_instances;
 mod ecs_tasks;
 pub mod error;
 mod http;
