@@ -13,6 +13,7 @@ macro_rules! eprintln {
 mod agent;
 mod cgroup;
 mod cli;
+mod control;
 mod image;
 mod net;
 // Used by the agent and the control plane, which are being built against it.

@@ -2,6 +2,9 @@
 //! runtime exists) or run a command on a tokio runtime.
 
 mod agent;
+mod control_load;
+mod ctl;
+mod ctl_table;
 mod exec;
 mod images;
 mod info;
@@ -9,6 +12,7 @@ mod logs;
 mod net_debug;
 mod run;
 mod secret;
+mod server;
 mod stats;
 mod tasks;
 mod validate;
@@ -117,6 +121,13 @@ enum Cmd {
     /// The edge daemon: join a control plane (`skiff server`), run the tasks it gives this
     /// host, report their state and utilization.
     Agent(agent::AgentArgs),
+    /// The control plane: ECS API for users, desired state for agents (HTTPS).
+    Server(server::ServerArgs),
+    /// Drive a control plane server, verbs after `aws ecs`.
+    Ctl(ctl::CtlArgs),
+    /// Internal: simulated agents and run-task latency against a server (benchmarks).
+    #[command(hide = true)]
+    ControlLoad(control_load::LoadArgs),
     /// Internal: drive the networking primitives step by step (tests, debugging).
     #[command(hide = true)]
     NetDebug(net_debug::NetDebugArgs),
@@ -200,6 +211,9 @@ pub fn main() -> i32 {
             Cmd::Rmi(args) => images::rmi(args, &cli.state_dir).await,
             Cmd::Prune(args) => images::prune(args, &cli.state_dir).await,
             Cmd::Agent(args) => agent::run(args, placement).await,
+            Cmd::Server(args) => server::run(args).await,
+            Cmd::Ctl(args) => ctl::run(args).await,
+            Cmd::ControlLoad(args) => control_load::run(args).await,
             Cmd::Shim { .. } | Cmd::Info(_) | Cmd::NetDebug(_) => unreachable!("handled above"),
         }
     });
