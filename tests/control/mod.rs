@@ -78,6 +78,63 @@ impl Server {
         self.spawn(&addr);
     }
 
+    /// SIGKILL: the server dies as in a crash (start it again with `start_again`).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
+            c.wait().unwrap();
+        }
+    }
+
+    /// Starts a stopped or killed server again on its address and data directory.
+    pub fn start_again(&mut self) {
+        let addr = self.addr.clone();
+        self.spawn(&addr);
+    }
+
+    /// A raw request with `curl` (trusting the server's CA), as `token`'s holder: (status,
+    /// body). `action` sets the ECS API's X-Amz-Target.
+    pub fn curl(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        action: Option<&str>,
+        body: &str,
+    ) -> (u16, String) {
+        let mut c = Command::new("curl");
+        c.args([
+            "-sS",
+            "-X",
+            method,
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            "--cacert",
+        ])
+        .arg(self.dir.join("ca.pem"))
+        .args(["-H", &format!("Authorization: Bearer {token}")]);
+        if let Some(a) = action {
+            c.args([
+                "-H",
+                &format!("X-Amz-Target: AmazonEC2ContainerServiceV20141113.{a}"),
+            ]);
+        }
+        if !body.is_empty() {
+            c.args([
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+                body,
+            ]);
+        }
+        let out = c.arg(self.url(path)).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
     fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
