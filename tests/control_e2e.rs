@@ -415,9 +415,13 @@ fn an_agents_credential_reaches_only_its_own_instance() {
         &b_arn,
     ]);
     let task = started["tasks"][0]["taskArn"].as_str().unwrap().to_string();
-    wait_tasks(&server, &[task.clone()], &[&b], "RUNNING", |t| {
-        t["lastStatus"] == "RUNNING"
-    });
+    wait_tasks(
+        &server,
+        std::slice::from_ref(&task),
+        &[&b],
+        "RUNNING",
+        |t| t["lastStatus"] == "RUNNING",
+    );
 
     let cred = a.identity()["credential"].as_str().unwrap().to_string();
     // A's credential reporting B's task: refused, and B's task is unchanged.
@@ -429,7 +433,7 @@ fn an_agents_credential_reaches_only_its_own_instance() {
     let (code, body) = server.curl(&cred, "POST", "/", Some("ListTasks"), "{}");
     assert_eq!(code, 403, "{body}");
     assert!(body.contains("AccessDeniedException"), "{body}");
-    let t = describe(&server, &[task.clone()]);
+    let t = describe(&server, std::slice::from_ref(&task));
     assert_eq!(t[0]["lastStatus"], "RUNNING", "{}", t[0]);
     // A's own poll never shows B's task.
     let (code, body) = server.curl(&cred, "GET", "/v1/agent/desired?version=0&wait=0", None, "");
