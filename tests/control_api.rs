@@ -401,6 +401,15 @@ async fn run_task_without_room_gives_ecs_failures() {
     let v = run("mem", 3).await;
     assert_eq!(v["tasks"].as_array().unwrap().len(), 2, "{v}");
     assert_eq!(v["failures"][0]["reason"], "RESOURCE:MEMORY");
+    // A definition for another architecture registers on any server, and is placed only on
+    // instances whose ecs.cpu-architecture matches (this light agent reports none).
+    let mut arm = web_taskdef("arm", 1, 6, 0);
+    arm["runtimePlatform"] = json!({"cpuArchitecture": "ARM64", "operatingSystemFamily": "LINUX"});
+    let (st, v) = ecs(&s, &c, &admin, "RegisterTaskDefinition", arm).await;
+    assert_eq!(st, 200, "{v}");
+    let v = run("arm", 1).await;
+    assert_eq!(v["tasks"].as_array().unwrap().len(), 0, "{v}");
+    assert_eq!(v["failures"][0]["reason"], "ATTRIBUTE", "{v}");
     let v = run("port", 2).await;
     assert_eq!(
         v["tasks"].as_array().unwrap().len(),

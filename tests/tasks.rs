@@ -269,3 +269,31 @@ fn a_detached_task_that_cannot_start_says_why() {
     assert_eq!(skiff(&env, &["rm", &id]).status.code(), Some(0));
     assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
 }
+
+#[test]
+fn a_definition_for_another_architecture_is_refused_by_run_and_accepted_by_validate() {
+    let env = Env::new();
+    let other = if std::env::consts::ARCH == "aarch64" {
+        "X86_64"
+    } else {
+        "ARM64"
+    };
+    let td = env.taskdef(
+        "otherarch",
+        &format!(
+            r#"{{"family":"otherarch","networkMode":"none","runtimePlatform":{{"cpuArchitecture":"{other}"}},
+            "containerDefinitions":[{{"name":"main","image":"$REGISTRY/busybox:latest","memory":64}}]}}"#
+        ),
+    );
+    let out = skiff(&env, &["run", td.to_str().unwrap()]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("runtimePlatform.cpuArchitecture: ") && stderr(&out).contains(other),
+        "{}",
+        stderr(&out)
+    );
+    // The definition itself is valid: a server keeps it for hosts of that architecture.
+    let out = skiff(&env, &["validate", td.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
+}

@@ -212,7 +212,30 @@ pub fn run_task(s: &mut State, r: RunTaskReq) -> Result<Value, ApiError> {
 }
 
 /// Why `td` does not fit on `i` beside the tasks of this call placed there already.
+/// An instance whose `ecs.cpu-architecture` is not the definition's
+/// `runtimePlatform.cpuArchitecture` (ECS's failure reason for it is ATTRIBUTE).
+fn wrong_architecture(i: &Instance, td: &TaskDef) -> bool {
+    let Some(want) = td.body["runtimePlatform"]["cpuArchitecture"].as_str() else {
+        return false;
+    };
+    let have = i
+        .attributes
+        .iter()
+        .find(|a| a.name == "ecs.cpu-architecture")
+        .and_then(|a| a.value.as_deref())
+        .unwrap_or("");
+    let have = match have {
+        "arm64" | "aarch64" => "ARM64",
+        "x86_64" | "amd64" => "X86_64",
+        other => other,
+    };
+    !want.eq_ignore_ascii_case(have)
+}
+
 fn misfit_with(s: &State, i: &Instance, placed: &[Task], td: &TaskDef) -> Option<&'static str> {
+    if wrong_architecture(i, td) {
+        return Some("ATTRIBUTE");
+    }
     let mut need_cpu = td.cpu;
     let mut need_mem = td.memory;
     let mut ports = td.ports.clone();

@@ -115,6 +115,9 @@ impl Created {
 
 /// Runs a task in the foreground and returns the exit code `skiff run` exits with.
 pub async fn run_foreground(td: TaskDefinition, opts: RunOptions) -> Result<i32, TaskError> {
+    if let Some(m) = crate::taskdef::task_meta::platform_mismatch(&td) {
+        return Err(TaskError::Unsupported(m));
+    }
     let pending = crate::taskdef::not_yet_runnable(&td);
     if !pending.is_empty() {
         return Err(TaskError::Unsupported(pending.join("; ")));

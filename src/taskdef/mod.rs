@@ -9,7 +9,7 @@ mod linux;
 mod network;
 mod parse;
 mod runnable;
-mod task_meta;
+pub mod task_meta;
 pub mod units;
 mod volumes;
 

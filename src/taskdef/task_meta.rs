@@ -180,27 +180,37 @@ pub(super) fn parse_task_meta(obj: &Map<String, Value>, errs: &mut Errors) -> Ta
     meta
 }
 
+/// ECS's name of the architecture skiff runs on.
+pub fn host_cpu_architecture() -> &'static str {
+    match std::env::consts::ARCH {
+        "aarch64" => "ARM64",
+        "x86_64" => "X86_64",
+        other => other,
+    }
+}
+
+/// `runtimePlatform.cpuArchitecture` naming another architecture than this host's.
+pub fn platform_mismatch(td: &super::TaskDefinition) -> Option<String> {
+    let want = td.runtime_platform.as_ref()?.cpu_architecture.as_deref()?;
+    let host = host_cpu_architecture();
+    (want != host)
+        .then(|| format!("runtimePlatform.cpuArchitecture: {want} cannot run on this {host} host"))
+}
+
 fn parse_runtime_platform(v: &Value, errs: &mut Errors) -> Option<RuntimePlatform> {
     let keys = ["cpuArchitecture", "operatingSystemFamily"];
     let o = object(v, &keys, "runtimePlatform", errs)?;
     let mut rp = RuntimePlatform::default();
     match opt_value(o, "cpuArchitecture") {
         None => {}
+        // Whether this host can run it is a question for the host that runs the task (`skiff
+        // run`) or the server placing it, not for the definition: a server on x86_64 keeps
+        // ARM64 definitions for its arm64 agents.
         Some(Value::String(a)) => {
-            let host = match std::env::consts::ARCH {
-                "x86_64" => "X86_64",
-                "aarch64" => "ARM64",
-                other => other,
-            };
             if a != "X86_64" && a != "ARM64" {
                 errs.push(
                     "runtimePlatform.cpuArchitecture",
                     format!("{a:?} is not X86_64 or ARM64"),
-                );
-            } else if a != host {
-                errs.push(
-                    "runtimePlatform.cpuArchitecture",
-                    format!("{a} cannot run on this {host} host"),
                 );
             }
             rp.cpu_architecture = Some(a.clone());
@@ -263,6 +273,33 @@ mod tests {
         } else {
             "X86_64"
         }
+    }
+
+    #[test]
+    fn another_architecture_parses_and_only_running_it_here_is_refused() {
+        let other = if host_arch() == "ARM64" {
+            "X86_64"
+        } else {
+            "ARM64"
+        };
+        let td = parse(&task(
+            &format!(r#""runtimePlatform":{{"cpuArchitecture":"{other}"}},"#),
+            &[r#""name":"a""#],
+        ));
+        let m = platform_mismatch(&td).unwrap();
+        assert!(m.starts_with("runtimePlatform.cpuArchitecture: "), "{m}");
+        assert!(
+            m.contains(other) && m.contains(host_cpu_architecture()),
+            "{m}"
+        );
+        let here = parse(&task(
+            &format!(
+                r#""runtimePlatform":{{"cpuArchitecture":"{}"}},"#,
+                host_arch()
+            ),
+            &[r#""name":"a""#],
+        ));
+        assert_eq!(platform_mismatch(&here), None);
     }
 
     #[test]
