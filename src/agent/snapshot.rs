@@ -50,13 +50,11 @@ pub fn of_view(v: &TaskView, entry: &Entry) -> TaskEvent {
         .unwrap_or_default()
         .iter()
         .map(|c| {
-            let cs = st.and_then(|s| s.containers.iter().find(|x| x.name == c.name));
-            let cstatus = match cs.map(|x| x.status) {
-                Some(Status::Stopped) => Status::Stopped,
-                Some(s) if v.shim_alive => s,
-                Some(_) => Status::Stopped,
-                None if status == Status::Stopped => Status::Stopped,
-                None => Status::Pending,
+            let cs = v.container_state(&c.name);
+            // A container of a stopped task that never started is STOPPED to the server.
+            let cstatus = match (cs, status) {
+                (None, Status::Stopped) => Status::Stopped,
+                _ => v.container_status(&c.name),
             };
             ContainerState {
                 name: c.name.clone(),

@@ -105,13 +105,8 @@ fn task_json(v: &TaskView) -> Value {
         .unwrap_or_default()
         .iter()
         .map(|c| {
-            let cs = st.and_then(|s| s.containers.iter().find(|x| x.name == c.name));
-            let cstatus = match cs.map(|x| x.status) {
-                Some(Status::Stopped) => Status::Stopped,
-                Some(s) if v.shim_alive => s,
-                Some(_) => Status::Stopped,
-                None => Status::Pending,
-            };
+            let cs = v.container_state(&c.name);
+            let cstatus = v.container_status(&c.name);
             json!({
                 "name": c.name,
                 "image": c.image,

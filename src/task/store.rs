@@ -47,6 +47,24 @@ pub struct TaskView {
 }
 
 impl TaskView {
+    /// What the shim last wrote of container `name`, if anything.
+    pub fn container_state(&self, name: &str) -> Option<&crate::runtime::proto::ContainerState> {
+        self.state
+            .as_ref()
+            .and_then(|s| s.containers.iter().find(|x| x.name == name))
+    }
+
+    /// Container `name`'s status: as its shim wrote it while the shim lives, STOPPED once
+    /// the shim is gone, PENDING before the shim wrote anything of it.
+    pub fn container_status(&self, name: &str) -> Status {
+        match self.container_state(name).map(|x| x.status) {
+            Some(Status::Stopped) => Status::Stopped,
+            Some(s) if self.shim_alive => s,
+            Some(_) => Status::Stopped,
+            None => Status::Pending,
+        }
+    }
+
     pub fn name(&self) -> Option<&str> {
         self.record.as_ref().and_then(|r| r.name.as_deref())
     }
