@@ -887,7 +887,7 @@ fn chmod_nofollow(dir: BorrowedFd, name: &CStr, mode: u32) -> io::Result<()> {
 
 fn timespecs(mtime: (i64, i64)) -> [libc::timespec; 2] {
     let ts = libc::timespec {
-        tv_sec: mtime.0 as libc::time_t,
+        tv_sec: mtime.0 as _,
         tv_nsec: mtime.1 as _,
     };
     [ts, ts]

@@ -153,8 +153,10 @@ fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
             .map_err(|_| std::io::Error::other("path holds a NUL byte"))
     };
     let (f, t) = (c(from)?, c(to)?);
+    // The raw syscall: musl's libc has no renameat2 wrapper (the static build links against it).
     let r = unsafe {
-        libc::renameat2(
+        libc::syscall(
+            libc::SYS_renameat2,
             libc::AT_FDCWD,
             f.as_ptr(),
             libc::AT_FDCWD,
