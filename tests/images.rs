@@ -456,6 +456,90 @@ fn images_rmi_and_prune_never_remove_what_a_task_uses() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no such image"));
 }
 
+/// A cleanup that comes while a task is between finding its image in the store and writing
+/// the record that names it waits for the task, then sees the image in use. The task is
+/// stopped (SIGSTOP) in that window, found by its SKIFF_TIMINGS marks: `image_ready` written,
+/// `prepared` (right after the record) not yet.
+#[test]
+fn a_cleanup_during_a_task_start_leaves_the_image_it_starts_with() {
+    let env = Env::new();
+    let bb = busybox();
+    assert!(pull(&env, &bb, &["-q"]).status.success());
+    let td = env.taskdef(
+        "window",
+        &format!(
+            r#"{{"family":"window","networkMode":"none","containerDefinitions":[
+        {{"name":"c","image":"{bb}","memory":32,"stopTimeout":1,"command":["sleep","30"]}}]}}"#
+        ),
+    );
+    let marks = env.state.join("marks");
+    for attempt in 0..30 {
+        let _ = std::fs::remove_file(&marks);
+        let run = env
+            .command(&[
+                "run",
+                "-d",
+                "--pull-behavior",
+                "prefer-cached",
+                td.to_str().unwrap(),
+            ])
+            .env("SKIFF_TIMINGS", &marks)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = run.id() as i32;
+        let seen = |phase: &str| {
+            std::fs::read_to_string(&marks)
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.starts_with(&format!("{pid} {phase} ")))
+        };
+        // Looked for closely: the window is a few milliseconds.
+        let t0 = std::time::Instant::now();
+        while !seen("image_ready") && t0.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        assert!(seen("image_ready"), "no image_ready mark");
+        let in_window = !seen("prepared");
+        let prune = in_window.then(|| {
+            env.command(&["prune", "--auto", "--min-age", "0"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        });
+        if prune.is_some() {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+        let out = wait_output(run, Duration::from_secs(60));
+        assert!(out.status.success(), "run -d: {}", stderr(&out));
+        let task = stdout(&out).trim().to_string();
+        let caught = prune.map(|prune| {
+            let p = wait_output(prune, Duration::from_secs(60));
+            assert!(p.status.success(), "prune: {}", stderr(&p));
+            let ps = stdout(&env.output(&["ps", "--json"]));
+            assert!(ps.contains(&task) && ps.contains("RUNNING"), "{ps}");
+            assert!(
+                listed(&env).contains(&bb),
+                "the image of the starting task was removed: {:?}",
+                listed(&env)
+            );
+            store_consistent(&env);
+        });
+        let rm = env.command(&["rm", "-f", &task]).output().unwrap();
+        assert!(rm.status.success(), "rm: {}", stderr(&rm));
+        if caught.is_some() {
+            return;
+        }
+        // Stopped too late (the record was written already): again.
+        eprintln!("attempt {attempt}: stopped after the window");
+    }
+    panic!("never stopped the start inside its window");
+}
+
 /// One line per path: type, mode, owner, link target or content hash.
 fn tree_listing(root: &std::path::Path) -> Vec<String> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};

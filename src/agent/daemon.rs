@@ -516,11 +516,6 @@ async fn image_cleanup_loop(sh: Arc<Shared>) {
     };
     loop {
         tokio::time::sleep(sh.cfg.image_cleanup_interval).await;
-        let in_use: HashSet<String> = crate::task::record::list(&sh.data_dir)
-            .into_iter()
-            .flat_map(|t| t.containers.into_iter().map(|c| c.image_digest))
-            .filter(|d| !d.is_empty())
-            .collect();
         let store = match crate::image::Store::open(&sh.data_dir, Default::default()) {
             Ok(s) => s,
             Err(e) => {
@@ -528,7 +523,10 @@ async fn image_cleanup_loop(sh: Arc<Shared>) {
                 continue;
             }
         };
-        match store.cleanup(&in_use, &policy).await {
+        match store
+            .cleanup(|| crate::task::record::images_in_use(&sh.data_dir), &policy)
+            .await
+        {
             Ok(r) if !r.images.is_empty() => {
                 tracing::info!(images = ?r.images, layers = r.layers, bytes = r.bytes, "image cleanup")
             }

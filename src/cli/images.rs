@@ -1,7 +1,6 @@
 //! `skiff pull`, `skiff images`, `skiff rmi`, `skiff prune`, and the image options that
 //! `skiff run` shares.
 
-use std::collections::HashSet;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::sync::Mutex;
@@ -18,7 +17,7 @@ use crate::image::pipeline::{Progress, Quiet};
 use crate::image::store::now_unix;
 use crate::image::unpack::UnpackLimits;
 use crate::image::{Store, StoreOptions};
-use crate::task::record;
+use crate::task::record::images_in_use;
 
 /// Registry and platform options of every command that pulls.
 #[derive(Args, Clone)]
@@ -169,15 +168,6 @@ pub fn cleanup_if_due(state_dir: &Path) {
     if let Err(e) = started {
         eprintln!("skiff: warning: image cleanup: start it: {e}");
     }
-}
-
-/// Manifest digests of the images running tasks use.
-pub fn images_in_use(state_dir: &Path) -> HashSet<String> {
-    record::list(state_dir)
-        .into_iter()
-        .flat_map(|t| t.containers.into_iter().map(|c| c.image_digest))
-        .filter(|d| !d.is_empty())
-        .collect()
 }
 
 use super::human_bytes as human;
@@ -439,7 +429,9 @@ pub struct RmiArgs {
 pub async fn rmi(args: RmiArgs, state_dir: &Path) -> i32 {
     let result = async {
         let store = Store::open(state_dir, StoreOptions::default())?;
-        store.remove(&args.images, &images_in_use(state_dir)).await
+        store
+            .remove(&args.images, || images_in_use(state_dir))
+            .await
     }
     .await;
     match result {
@@ -497,16 +489,16 @@ pub async fn prune(args: PruneArgs, state_dir: &Path) -> i32 {
                 crate::image::gc::maybe_cleanup(&store, &policy, || images_in_use(state_dir))
             });
         }
-        let in_use = images_in_use(state_dir);
+        let in_use = || images_in_use(state_dir);
         if args.auto {
             let policy = CleanupPolicy {
                 minimum_age: args.min_age,
                 images_per_cycle: args.max as usize,
                 ..CleanupPolicy::default()
             };
-            store.cleanup(&in_use, &policy).await.map(Some)
+            store.cleanup(in_use, &policy).await.map(Some)
         } else {
-            store.prune(&in_use).await.map(Some)
+            store.prune(in_use).await.map(Some)
         }
     }
     .await;

@@ -86,13 +86,15 @@ impl Store {
 
     /// Removes references (name:tag, or a manifest digest for all its names) and then every
     /// image no reference names any more and no task uses, and the layers only they had.
+    /// `in_use` is asked under the lock: a task being set up holds the store lock shared
+    /// until its record names its images (see [`Store::hold`]), so the answer is complete.
     pub async fn remove(
         &self,
         targets: &[String],
-        in_use: &HashSet<String>,
+        in_use: impl FnOnce() -> HashSet<String>,
     ) -> Result<Removed, ImageError> {
         let _lock = self.exclusive().await?;
-        self.remove_locked(targets, in_use)
+        self.remove_locked(targets, &in_use())
     }
 
     /// [`Store::remove`] with the store's exclusive lock already held.
@@ -156,10 +158,13 @@ impl Store {
 
     /// Removes images that no reference names and no task uses, unused layers and stale
     /// temporary files.
-    pub async fn prune(&self, in_use: &HashSet<String>) -> Result<Removed, ImageError> {
+    pub async fn prune(
+        &self,
+        in_use: impl FnOnce() -> HashSet<String>,
+    ) -> Result<Removed, ImageError> {
         let _lock = self.exclusive().await?;
         let mut removed = Removed::default();
-        self.sweep(in_use, &mut removed);
+        self.sweep(&in_use(), &mut removed);
         // With the exclusive lock held no pull runs: whatever is in tmp is a crash's debris.
         clear_tmp(self.root());
         Ok(removed)
@@ -168,11 +173,11 @@ impl Store {
     /// One cycle of the ECS agent's cleanup policy, now (`skiff prune --auto`).
     pub async fn cleanup(
         &self,
-        in_use: &HashSet<String>,
+        in_use: impl FnOnce() -> HashSet<String>,
         policy: &CleanupPolicy,
     ) -> Result<Removed, ImageError> {
         let _lock = self.exclusive().await?;
-        self.cleanup_locked(in_use, policy)
+        self.cleanup_locked(&in_use(), policy)
     }
 
     fn cleanup_locked(

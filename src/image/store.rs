@@ -337,6 +337,13 @@ impl Store {
         }
     }
 
+    /// The store lock, shared: no removal runs while it is held. A task holds it from before
+    /// it looks for its images until its record names them, so a cleanup either finishes
+    /// before the task looks (and the task pulls again) or sees the task's images in use.
+    pub async fn hold(&self) -> Result<FileLock, ImageError> {
+        FileLock::acquire(self.root.join("locks").join("store"), false).await
+    }
+
     /// Gives an image for `image` according to `behavior`, pulling when needed.
     pub async fn ensure(
         &self,

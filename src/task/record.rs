@@ -66,3 +66,13 @@ pub fn list(state_dir: &Path) -> Vec<TaskRecord> {
     out.sort_by(|a, b| (a.started_at, &a.task_id).cmp(&(b.started_at, &b.task_id)));
     out
 }
+
+/// Manifest digests of the images the tasks under `state_dir` use (running or kept
+/// stopped): what image removal must leave alone.
+pub fn images_in_use(state_dir: &Path) -> std::collections::HashSet<String> {
+    list(state_dir)
+        .into_iter()
+        .flat_map(|t| t.containers.into_iter().map(|c| c.image_digest))
+        .filter(|d| !d.is_empty())
+        .collect()
+}

@@ -231,6 +231,11 @@ async fn run_inner(
 
     // Images, each once, in parallel; a signal aborts the pull.
     let store = Store::open(&opts.state_dir, opts.store.clone())?;
+    let store_hold = tokio::select! {
+        r = store.hold() => r?,
+        _ = sigint.recv() => return Err(TaskError::Interrupted),
+        _ = sigterm.recv() => return Err(TaskError::Interrupted),
+    };
     // An image pulled with a container's repositoryCredentials counts apart from the same
     // image pulled with the configured ones.
     let mut unique: Vec<(&str, Option<&str>)> = td
@@ -467,6 +472,8 @@ async fn run_inner(
         source: e,
     })?;
     drop(name_lock);
+    // The record names the images now: a cleanup sees them in use.
+    drop(store_hold);
 
     crate::timing::mark("prepared");
     let config = ShimConfig {
