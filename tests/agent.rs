@@ -405,6 +405,11 @@ fn ca_pinning_refuses_a_server_with_another_ca() {
 
 /// An agent on the config file in `env.dir`.
 fn agent_with_config(env: &Env, extra: &[(&str, &str)]) -> Agent {
+    agent_in(env, extra, None)
+}
+
+/// An agent on the config file in `env.dir`, started in the cgroup (v2 directory) `cgroup`.
+fn agent_in(env: &Env, extra: &[(&str, &str)], cgroup: Option<&std::path::Path>) -> Agent {
     let log = env.dir.join(format!("agent-{}.log", random_hex()));
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"));
     c.args([
@@ -423,6 +428,23 @@ fn agent_with_config(env: &Env, extra: &[(&str, &str)]) -> Agent {
     .stderr(std::fs::File::create(&log).unwrap());
     for (k, v) in extra {
         c.env(k, v);
+    }
+    if let Some(cg) = cgroup {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        // Opened before the fork: the child only write(2)s its pid into it.
+        let procs = std::fs::OpenOptions::new()
+            .write(true)
+            .open(cg.join("cgroup.procs"))
+            .unwrap();
+        unsafe {
+            c.pre_exec(move || {
+                if libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
     }
     Agent {
         child: Some(c.spawn().unwrap()),
@@ -594,4 +616,79 @@ fn a_refused_join_token_ends_the_agent_with_the_servers_reason() {
     );
     assert!(!env.state.join("agent/identity.json").exists());
     assert!(!env.state.join("agent.sock").exists());
+}
+
+/// On cgroup v2 a cgroup with processes cannot give controllers to children, and an agent's
+/// children (`skiff run -d`) share its cgroup: the agent moves into a `supervisor` leaf and
+/// its tasks go beneath the leaf's parent. Started again in that leaf (as systemd's
+/// `DelegateSubgroup=supervisor` does after a restart), it places tasks the same way. v1 has
+/// no such rule: on a v1 or hybrid host this test has nothing to check; the cgroup v2 VM runs
+/// it.
+#[test]
+fn on_cgroup_v2_an_agent_in_its_own_cgroup_runs_tasks_beside_its_leaf() {
+    if !is_v2() {
+        eprintln!("not a cgroup v2 host: checked in the v2 VM");
+        return;
+    }
+    let env = Env::new();
+    let server = FakeServer::start();
+    write_config(&env, &server, true);
+    let base = own_cgroup_dirs()[0].clone();
+    // Controllers for the agent's cgroup (allowed when the test runs in the root, as in the VM).
+    let _ = std::fs::write(base.join("cgroup.subtree_control"), "+memory +cpu +pids");
+    let own = base.join(format!("skiff-it-agent-{}", random_hex()));
+    std::fs::create_dir(&own).unwrap();
+    let supervisor = own.join("supervisor");
+    let in_leaf = |pid: u32| {
+        std::fs::read_to_string(supervisor.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l == pid.to_string())
+    };
+
+    let mut a = agent_in(&env, &[], Some(&own));
+    let first = new_id();
+    server.desire(desired(&first, "trap 'exit 0' TERM; sleep 600 & wait"));
+    wait_event(&server, &arn(&first), "RUNNING", &a);
+    assert!(
+        in_leaf(a.child.as_ref().unwrap().id()),
+        "the agent is not in {supervisor:?}"
+    );
+    let task_cg = |id: &str| own.join(&env.cgroup_parent).join(id);
+    assert!(task_cg(&first).is_dir(), "no {:?}", task_cg(&first));
+
+    a.kill(libc::SIGKILL);
+    let a = agent_in(&env, &[], Some(&supervisor));
+    let second = new_id();
+    server.desire(desired(&second, "trap 'exit 0' TERM; sleep 600 & wait"));
+    wait_event(&server, &arn(&second), "RUNNING", &a);
+    assert!(in_leaf(a.child.as_ref().unwrap().id()));
+    assert!(task_cg(&second).is_dir(), "no {:?}", task_cg(&second));
+    for id in [&first, &second] {
+        server.stop_task(&arn(id), "Done");
+        wait_event(&server, &arn(id), "STOPPED", &a);
+    }
+    finish(&env, a);
+    // Only the leaf is left of what skiff made; the test removes it and its parent.
+    let left: Vec<_> = std::fs::read_dir(&own)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().unwrap().is_dir() && e.file_name() != "supervisor")
+        .map(|e| e.file_name())
+        .collect();
+    let gone = wait_for(Duration::from_secs(20), || {
+        std::fs::remove_dir(&supervisor).ok()
+    });
+    let holders: Vec<String> = std::fs::read_to_string(supervisor.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .map(|p| {
+            let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+            format!("{p}: {}", String::from_utf8_lossy(&cmd).replace('\0', " "))
+        })
+        .collect();
+    wait_for(Duration::from_secs(10), || std::fs::remove_dir(&own).ok());
+    assert!(left.is_empty(), "left in {own:?}: {left:?}");
+    assert!(gone.is_some(), "{supervisor:?} still holds {holders:?}");
+    assert!(!own.exists());
 }

@@ -116,6 +116,9 @@ pub struct Hierarchy {
     own_is_root_override: bool,
 }
 
+/// The leaf a long-running skiff lives in on a v2 host (see [`Hierarchy::for_supervisor`]).
+pub const SUPERVISOR_LEAF: &str = "supervisor";
+
 /// Where skiff's cgroups go: `<root or own cgroup>/<parent>/<task>/<container>`.
 #[derive(Debug, Clone)]
 pub struct Placement {
@@ -274,6 +277,63 @@ impl Hierarchy {
             parent,
             controllers: root_ctrls.split_whitespace().map(String::from).collect(),
             own_is_root_override: placement.root.is_some(),
+        })
+    }
+
+    /// Where the tasks a long-running skiff (the agent) starts go, decided once when it
+    /// starts. Its children (`skiff run -d`) share its cgroup, and on v2 a cgroup with
+    /// processes cannot give controllers to children; so on v2 the agent lives in a leaf
+    /// named [`SUPERVISOR_LEAF`] and its tasks go beneath that leaf's parent, passed on as the
+    /// cgroup root. systemd's `DelegateSubgroup=supervisor` starts the agent in that leaf
+    /// (and starts it there again after a restart, which the parent, with controllers
+    /// enabled, would refuse); an agent alone in another cgroup moves itself into one. A v1
+    /// hierarchy has no such rule, and a root the user gave or the root cgroup stay as they
+    /// are.
+    pub fn for_supervisor(placement: &Placement) -> Result<Placement, CgroupError> {
+        if placement.root.is_some() || Self::detect(placement)?.mode == Mode::V1 {
+            return Ok(placement.clone());
+        }
+        let proc_cgroup = std::fs::read_to_string("/proc/self/cgroup")
+            .map_err(|e| CgroupError::Detect(format!("read /proc/self/cgroup: {e}")))?;
+        let path = parse_proc_cgroup(&proc_cgroup)
+            .into_iter()
+            .find(|(c, _)| c.is_empty())
+            .map(|(_, p)| p)
+            .ok_or_else(|| CgroupError::Detect("no cgroup2 line in /proc/self/cgroup".into()))?;
+        let path = path.trim_end_matches('/');
+        if path.is_empty() {
+            return Ok(placement.clone());
+        }
+        let root = match path.rsplit_once('/') {
+            Some((parent, leaf)) if leaf == SUPERVISOR_LEAF => {
+                if parent.is_empty() { "/" } else { parent }.to_string()
+            }
+            _ => {
+                let own = Self::detect(placement)?.own.dirs[0].clone();
+                let procs = std::fs::read_to_string(own.join("cgroup.procs"))
+                    .map_err(io_err(&own, "read cgroup.procs"))?;
+                let me = std::process::id().to_string();
+                let others: Vec<&str> = procs.lines().filter(|p| p.trim() != me).collect();
+                if !others.is_empty() {
+                    return Err(CgroupError::Detect(format!(
+                        "cgroup v2: this process shares its cgroup {path} with {} other process(es) ({}); tasks need a cgroup of their own: run skiff agent in its own cgroup (systemd: Delegate=yes with DelegateSubgroup={SUPERVISOR_LEAF}, as packaging/systemd/skiff-agent.service does) or give --cgroup-root",
+                        others.len(),
+                        others.iter().take(5).copied().collect::<Vec<_>>().join(" ")
+                    )));
+                }
+                let leaf = own.join(SUPERVISOR_LEAF);
+                if let Err(e) = std::fs::create_dir(&leaf) {
+                    if e.kind() != std::io::ErrorKind::AlreadyExists {
+                        return Err(io_err(&leaf, "create")(e));
+                    }
+                }
+                write_file(&leaf, "cgroup.procs", "0")?;
+                path.to_string()
+            }
+        };
+        Ok(Placement {
+            parent: placement.parent.clone(),
+            root: Some(root),
         })
     }
 

@@ -28,6 +28,14 @@ pub async fn run(args: AgentArgs, placement: Placement) -> i32 {
         eprintln!("skiff agent: needs root (it runs tasks: namespaces, mounts and cgroups)");
         return EXIT_RUNNER_ERROR;
     }
+    // On cgroup v2 the agent moves into a leaf of its cgroup before any child shares it.
+    let placement = match crate::cgroup::Hierarchy::for_supervisor(&placement) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("skiff agent: {e}");
+            return EXIT_RUNNER_ERROR;
+        }
+    };
     match crate::agent::run(cfg, placement).await {
         Ok(()) => 0,
         Err(e) => {

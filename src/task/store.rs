@@ -382,6 +382,14 @@ pub fn remove(view: &TaskView) -> std::io::Result<()> {
             c.cgroup.remove();
         }
         rec.cgroup.remove();
+        // skiff's parent cgroup goes with its last task wherever the task was placed: an
+        // agent's tasks sit beneath the agent's cgroup, not beneath the caller's. A parent
+        // with tasks left stays (rmdir refuses).
+        for d in &rec.cgroup.dirs {
+            if let Some(parent) = d.parent() {
+                let _ = std::fs::remove_dir(parent);
+            }
+        }
     }
     std::fs::remove_dir_all(&view.dir).or_else(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
