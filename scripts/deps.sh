@@ -3,7 +3,7 @@
 # Idempotent: packages already present are not fetched again.
 set -euo pipefail
 
-pkgs=(ca-certificates curl gcc libc6-dev python3 docker-registry busybox-static procps iproute2 time umoci openssl util-linux libcap2-bin nftables iptables)
+pkgs=(ca-certificates curl gcc libc6-dev python3 docker-registry busybox-static procps iproute2 time umoci openssl util-linux libcap2-bin nftables iptables systemd)
 if ! command -v cargo >/dev/null 2>&1 && [[ ! -x $HOME/.cargo/bin/cargo ]]; then
     # Debian 12's rustc is too old; rustc-web/cargo-web are current and from Debian too.
     pkgs+=(rustc-web cargo-web)

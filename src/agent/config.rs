@@ -366,4 +366,35 @@ mod tests {
         assert_eq!(fingerprint("k", &colons.join(":")).unwrap(), [0xab; 32]);
         assert!(fingerprint("k", "abcd").is_err());
     }
+
+    /// The sample config shipped in packaging/ loads as it is, and with every commented key
+    /// uncommented (so each one it shows is a real key with a valid default).
+    #[test]
+    fn the_packaged_sample_config_is_valid() {
+        let text = include_str!("../../packaging/agent.toml");
+        let c = load(text, &[]).unwrap();
+        assert_eq!(c.server, "https://skiff-server.example:8443");
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if rest.contains(" = ") && !rest.starts_with("ca_fingerprint") => rest,
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_ne!(uncommented, text);
+        let all = load(&uncommented, &[]).unwrap();
+        assert_eq!(all.cluster, "default");
+        assert_eq!(
+            all.reserved_ports, c.reserved_ports,
+            "the sample shows the defaults"
+        );
+        assert_eq!(all.task_cleanup_wait, c.task_cleanup_wait);
+        assert_eq!(all.image_cleanup_interval, c.image_cleanup_interval);
+        assert_eq!(all.poll_wait, c.poll_wait);
+        assert_eq!(
+            all.instance_attributes.get("rack").map(String::as_str),
+            Some("r1")
+        );
+    }
 }
