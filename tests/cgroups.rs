@@ -279,7 +279,7 @@ fn stats_agree_with_the_kernel_counters() {
         "stats",
         r#"{"family":"stats","networkMode":"none","cpu":"0.5 vCPU","containerDefinitions":[
             {"name":"work","image":"$REGISTRY/busybox:latest","memory":64,"stopTimeout":1,
-             "command":["sh","-c","x=$(head -c 12000000 /dev/zero | tr '\\0' a); while :; do :; done"]}]}"#,
+             "command":["sh","-c","x=$(head -c 12000000 /dev/zero | tr '\\0' a); echo built; while :; do :; done"]}]}"#,
     );
     let child = env.spawn(&td, &[]);
     let usage_file = env.task_cgroup_file(Some("work"), cpu_file());
@@ -293,7 +293,17 @@ fn stats_agree_with_the_kernel_counters() {
             .find(|e| e.path().is_dir())?;
         let work = task.path().join("work");
         work.join("memory.stat").exists().then_some(())?;
-        // Built, and settled: the shell grows and frees buffers while it builds the string.
+        // Built (the shell copies its read buffer into the variable, briefly holding twice
+        // the size, before it says so), and settled.
+        let log = env
+            .state
+            .join("tasks")
+            .join(task.file_name())
+            .join("containers/work/container.log");
+        std::fs::read_to_string(log)
+            .ok()?
+            .contains("built")
+            .then_some(())?;
         let a = memory_without_cache(&work);
         std::thread::sleep(Duration::from_millis(500));
         let b = memory_without_cache(&work);
