@@ -8,7 +8,7 @@ mod common;
 mod fake_cp;
 
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -636,6 +636,27 @@ fn on_cgroup_v2_an_agent_in_its_own_cgroup_runs_tasks_beside_its_leaf() {
     let base = own_cgroup_dirs()[0].clone();
     // Controllers for the agent's cgroup (allowed when the test runs in the root, as in the VM).
     let _ = std::fs::write(base.join("cgroup.subtree_control"), "+memory +cpu +pids");
+    // Sharing its cgroup with another process, the agent cannot place tasks: it says so and
+    // ends before it registers.
+    let shared = base.join(format!("skiff-it-shared-{}", random_hex()));
+    std::fs::create_dir(&shared).unwrap();
+    let mut sleeper = Command::new("sleep").arg("60").spawn().unwrap();
+    std::fs::write(shared.join("cgroup.procs"), sleeper.id().to_string()).unwrap();
+    let mut refused = agent_in(&env, &[], Some(&shared));
+    let status = refused.child.take().unwrap().wait().unwrap();
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+    let log = refused.log();
+    wait_for(Duration::from_secs(10), || {
+        std::fs::remove_dir(&shared).ok()
+    });
+    assert_eq!(status.code(), Some(125), "{log}");
+    assert!(
+        log.contains("shares its cgroup") && log.contains(&sleeper.id().to_string()),
+        "{log}"
+    );
+    assert!(server.with(|st| st.registrations.is_empty()));
+
     let own = base.join(format!("skiff-it-agent-{}", random_hex()));
     std::fs::create_dir(&own).unwrap();
     let supervisor = own.join("supervisor");

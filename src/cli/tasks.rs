@@ -438,6 +438,13 @@ pub async fn rm(args: RmArgs, state_dir: &Path, placement: &Placement, keep: Dur
                     return Err(format!("task {} is still starting", v.id));
                 }
                 stop_one(&v, true).await?;
+                // The shim still tidies up after its last event: its files go once it is gone.
+                for _ in 0..250 {
+                    if !store::read(&v.dir).is_some_and(|v| v.shim_alive) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
             }
             let _lock = store::lock(state_dir).map_err(|e| format!("lock the tasks: {e}"))?;
             // Read again under the lock: the shim may just have written its last state.

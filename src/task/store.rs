@@ -391,13 +391,19 @@ pub fn remove(view: &TaskView) -> std::io::Result<()> {
             }
         }
     }
-    std::fs::remove_dir_all(&view.dir).or_else(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            Ok(())
-        } else {
-            Err(e)
+    // A process that still writes there (a shim ending, a log reader) can make one pass meet
+    // a new entry (ENOTEMPTY): a few passes.
+    let mut attempt = 0;
+    loop {
+        match std::fs::remove_dir_all(&view.dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) && attempt < 10 => {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => return other,
         }
-    })
+    }
 }
 
 fn remove_dir(d: &Path) {
