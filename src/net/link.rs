@@ -171,12 +171,24 @@ pub fn ensure_bridge(br: &BridgeSpec) -> Result<(), NetError> {
                 m.header.index
             }
             None => {
-                for (_, ip, p) in ipv4_addresses(&h)
+                let mut made_meanwhile = None;
+                for (i, ip, p) in ipv4_addresses(&h)
                     .await
                     .map_err(nl_err(&object, "list addresses"))?
                 {
                     let theirs = Subnet::new(ip, p);
                     if theirs.overlaps(&br.subnet) {
+                        // A concurrent skiff may have made the bridge since the look-up: its
+                        // own address is no overlap.
+                        let now = get_link(&h, name)
+                            .await
+                            .map_err(nl_err(&object, "look up"))?;
+                        if now.as_ref().is_some_and(|m| {
+                            m.header.index == i && link_kind(m) == Some(&InfoKind::Bridge)
+                        }) {
+                            made_meanwhile = Some(i);
+                            break;
+                        }
                         return Err(invalid(
                             &object,
                             format!(
@@ -186,17 +198,23 @@ pub fn ensure_bridge(br: &BridgeSpec) -> Result<(), NetError> {
                         ));
                     }
                 }
-                // An explicit MAC: a bridge otherwise takes the lowest of its ports' and
-                // changes it as containers come and go, which upsets neighbours' ARP caches.
-                let msg = LinkBridge::new(name)
-                    .address(mac_for(gateway).to_vec())
-                    .build();
-                match h.link().add(msg).execute().await {
-                    Ok(()) => tracing::info!(bridge = name, subnet = %br.subnet, "created bridge"),
-                    Err(e) if errno(&e) == Some(libc::EEXIST) => {}
-                    Err(e) => return Err(nl_err(&object, "create")(e)),
+                if let Some(i) = made_meanwhile {
+                    i
+                } else {
+                    // An explicit MAC: a bridge otherwise takes the lowest of its ports' and
+                    // changes it as containers come and go, which upsets neighbours' ARP caches.
+                    let msg = LinkBridge::new(name)
+                        .address(mac_for(gateway).to_vec())
+                        .build();
+                    match h.link().add(msg).execute().await {
+                        Ok(()) => {
+                            tracing::info!(bridge = name, subnet = %br.subnet, "created bridge")
+                        }
+                        Err(e) if errno(&e) == Some(libc::EEXIST) => {}
+                        Err(e) => return Err(nl_err(&object, "create")(e)),
+                    }
+                    index_of(&h, name, &object).await?
                 }
-                index_of(&h, name, &object).await?
             }
         };
         let addrs = ipv4_addresses(&h)
