@@ -997,18 +997,20 @@ mod tests {
                 resp(401, &[("WWW-Authenticate", r#"Basic realm="ecr""#)], "")
             }
         });
+        let file = tmp_file(
+            "credentials.json",
+            &format!(
+                r#"{{"registries": {{"127.0.0.1:{}": {{"ecr": {{"region": "eu-west-1", "endpoint": "http://127.0.0.1:{}/"}}}}}}}}"#,
+                reg.port, fake_ecr.port
+            ),
+        );
         let creds = Credentials::load(&super::super::credentials::CredentialsConfig {
-            skiff_file: Some(tmp_file(
-                "credentials.json",
-                &format!(
-                    r#"{{"registries": {{"127.0.0.1:{}": {{"ecr": {{"region": "eu-west-1", "endpoint": "http://127.0.0.1:{}/"}}}}}}}}"#,
-                    reg.port, fake_ecr.port
-                ),
-            )),
+            skiff_file: Some(file.clone()),
             aws: Some(keys),
             ..Default::default()
-        })
-        .unwrap();
+        });
+        std::fs::remove_dir_all(file.parent().unwrap()).unwrap();
+        let creds = creds.unwrap();
         let c = RegistryClient::with_credentials(vec![], creds).unwrap();
         let r = reference(reg.port);
         c.manifest(&r, "latest").await.unwrap();
