@@ -155,14 +155,19 @@ impl FileLock {
             })?
     }
 
-    /// The exclusive lock if nobody holds the lock now; `None` otherwise.
-    pub fn try_exclusive(path: &Path) -> Result<Option<FileLock>, ImageError> {
-        let f = std::fs::OpenOptions::new()
+    /// The lock file, created when missing.
+    fn open(path: &Path) -> Result<std::fs::File, ImageError> {
+        std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(path)
-            .map_err(io_err(format!("open lock {}", path.display())))?;
+            .map_err(io_err(format!("open lock {}", path.display())))
+    }
+
+    /// The exclusive lock if nobody holds the lock now; `None` otherwise.
+    pub fn try_exclusive(path: &Path) -> Result<Option<FileLock>, ImageError> {
+        let f = Self::open(path)?;
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
             return Ok(Some(FileLock { _file: f }));
         }
@@ -174,12 +179,7 @@ impl FileLock {
     }
 
     pub fn acquire_blocking(path: &Path, exclusive: bool) -> Result<FileLock, ImageError> {
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .map_err(io_err(format!("open lock {}", path.display())))?;
+        let f = Self::open(path)?;
         let op = if exclusive {
             libc::LOCK_EX
         } else {
