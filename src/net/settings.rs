@@ -114,9 +114,7 @@ pub fn release(task_dir: &Path, task_id: &str) -> bool {
 /// `STATE/tasks`, not even one being made): leases, namespace files, veths and port rules.
 /// Cheap unless there is something to remove. Called when a task starts.
 pub fn reconcile_orphans(settings: &NetSettings, state_dir: &Path) {
-    let tasks = state_dir.join("tasks");
-    let keep =
-        |task: &str| tasks.join(task).exists() || tasks.join(format!(".new-{task}")).exists();
+    let keep = |task: &str| crate::task::store::task_dir_exists(state_dir, task);
     let done = on_thread(|| {
         let net = settings.resolved(state_dir)?.bridge_net(state_dir)?;
         if !net.has_orphans(keep).map_err(|e| e.to_string())? {

@@ -124,6 +124,55 @@ pub fn start_time(pid: i32) -> Option<u64> {
 /// Prefix of a task directory being made (see [`create_task_dir`]); listings skip them.
 const NEW_PREFIX: &str = ".new-";
 
+/// The hidden name a task directory is made under: `.new-<id>.<pid>.<start time>`. The name
+/// itself says who makes it, so there is no instant at which a half-made directory has no
+/// known creator (a file inside it would leave one between mkdir and write).
+fn new_dir_name(id: &str, pid: i32, start: u64) -> String {
+    format!("{NEW_PREFIX}{id}.{pid}.{start}")
+}
+
+/// The task id of a hidden directory's name and whether the process that makes it is alive.
+fn parse_new_dir_name(name: &str) -> Option<(&str, bool)> {
+    let rest = name.strip_prefix(NEW_PREFIX)?;
+    let mut parts = rest.rsplitn(3, '.');
+    let (Some(st), Some(pid), Some(id)) = (parts.next(), parts.next(), parts.next()) else {
+        // An older skiff's name (`.new-<id>`, its creator in a file inside): made and renamed
+        // by a process that has long ended if this one reads it.
+        return Some((rest, false));
+    };
+    let alive = match (pid.parse::<i32>(), st.parse::<u64>()) {
+        (Ok(pid), Ok(st)) => start_time(pid) == Some(st),
+        _ => false,
+    };
+    Some((id, alive))
+}
+
+/// Directories under `tasks/` whose maker died between mkdir and rename.
+fn abandoned_new_dirs(state_dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(state_dir.join("tasks"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            parse_new_dir_name(&e.file_name().to_string_lossy()).is_some_and(|(_, alive)| !alive)
+        })
+        .map(|e| e.path())
+        .collect()
+}
+
+/// Whether task `id` has a directory, in place or still being made.
+pub fn task_dir_exists(state_dir: &Path, id: &str) -> bool {
+    let tasks = state_dir.join("tasks");
+    tasks.join(id).exists()
+        || std::fs::read_dir(&tasks)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                parse_new_dir_name(&e.file_name().to_string_lossy()).is_some_and(|(t, _)| t == id)
+            })
+}
+
 /// Creates a task's directory already holding `creating` for the calling process: made under
 /// a hidden name and renamed into place, so that no other command ever sees the directory
 /// without its creator (and takes it for a crash's orphan).
@@ -132,10 +181,10 @@ pub fn create_task_dir(task_dir: &Path) -> std::io::Result<()> {
         return Err(std::io::Error::other("a task directory needs a parent"));
     };
     std::fs::create_dir_all(parent)?;
-    let tmp = parent.join(format!("{NEW_PREFIX}{}", name.to_string_lossy()));
-    std::fs::create_dir(&tmp)?;
     let pid = std::process::id() as i32;
     let st = start_time(pid).unwrap_or(0);
+    let tmp = parent.join(new_dir_name(&name.to_string_lossy(), pid, st));
+    std::fs::create_dir(&tmp)?;
     let made = std::fs::write(tmp.join(CREATING_FILE), format!("{pid} {st}\n"))
         .and_then(|()| rename_noreplace(&tmp, task_dir));
     if made.is_err() {
@@ -424,7 +473,7 @@ pub fn sweep(state_dir: &Path, placement: &Placement, keep: Duration) -> Vec<Tas
         v.vanished()
             || v.orphaned()
             || (v.status() == Status::Stopped && v.stopped_at().is_some_and(|t| expired(t, keep)))
-    });
+    }) || !abandoned_new_dirs(state_dir).is_empty();
     if !needs_lock {
         return views;
     }
@@ -448,14 +497,8 @@ pub fn sweep(state_dir: &Path, placement: &Placement, keep: Duration) -> Vec<Tas
         out.push(v);
     }
     // A directory still under its hidden name: its creator died between mkdir and rename.
-    for e in std::fs::read_dir(state_dir.join("tasks"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        if e.file_name().to_string_lossy().starts_with(NEW_PREFIX) && !creator_alive(&e.path()) {
-            remove_dir(&e.path());
-        }
+    for d in abandoned_new_dirs(state_dir) {
+        remove_dir(&d);
     }
     if let Some(h) = hierarchy {
         h.release();
@@ -488,7 +531,32 @@ mod tests {
         std::fs::remove_file(t.join(CREATING_FILE)).unwrap();
         let e = create_task_dir(&t).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
-        assert!(!dir.join("tasks").join(".new-chosen-id").exists());
+        let hidden = std::fs::read_dir(dir.join("tasks")).unwrap().count();
+        assert_eq!(hidden, 1, "only the task's own directory is left");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_hidden_directory_is_abandoned_only_when_its_maker_is_gone() {
+        let dir = std::env::temp_dir().join(format!("skiff-store-new-{}", std::process::id()));
+        let tasks = dir.join("tasks");
+        std::fs::create_dir_all(&tasks).unwrap();
+        let me = std::process::id() as i32;
+        let live = tasks.join(new_dir_name("aaaa", me, start_time(me).unwrap()));
+        let dead = tasks.join(new_dir_name("bbbb", me, start_time(me).unwrap() + 1));
+        let old_style = tasks.join(".new-cccc");
+        for d in [&live, &dead, &old_style] {
+            std::fs::create_dir(d).unwrap();
+        }
+        let mut gone = abandoned_new_dirs(&dir);
+        gone.sort();
+        assert_eq!(gone, vec![dead.clone(), old_style.clone()]);
+        assert!(task_dir_exists(&dir, "aaaa") && task_dir_exists(&dir, "bbbb"));
+        assert!(!task_dir_exists(&dir, "aaa") && !task_dir_exists(&dir, "dddd"));
+        // The sweep removes the abandoned ones even when no task needs anything else.
+        let placement = Placement::beneath_own(&format!("skiff-unit-new-{me}"));
+        sweep(&dir, &placement, Duration::from_secs(3600));
+        assert!(live.exists() && !dead.exists() && !old_style.exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
