@@ -356,7 +356,13 @@ fn exec_failures_are_clear_and_timeouts_are_enforced() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for(Duration::from_secs(30), || {
+        std::fs::read_dir("/proc").ok()?.flatten().find_map(|p| {
+            let cmd = std::fs::read(p.path().join("cmdline")).ok()?;
+            (cmd == b"sleep\088\0").then_some(())
+        })
+    })
+    .expect("the exec'd sleep runs");
     stop(task);
     let out = wait_output(inflight, Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(137), "{}", stderr(&out));

@@ -148,7 +148,16 @@ fn a_stop_signals_dependents_before_what_they_depend_on() {
         ),
     );
     let child = env.spawn(&td, &[]);
-    std::thread::sleep(Duration::from_millis(1500));
+    // Both traps are set once top says it is up (base started first).
+    wait_for(Duration::from_secs(60), || {
+        let ps: serde_json::Value =
+            serde_json::from_str(&stdout(&skiff(&env, &["ps", "--json"]))).ok()?;
+        let id = ps[0]["taskId"].as_str()?.to_string();
+        stdout(&skiff(&env, &["logs", &id, "top"]))
+            .contains("top-up")
+            .then_some(())
+    })
+    .expect("top starts");
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = wait_output(child, Duration::from_secs(60));
     let l = lines(&out);

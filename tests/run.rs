@@ -177,12 +177,23 @@ fn signal_when_started(
     env: &Env,
     td: &std::path::Path,
     container: &str,
+    program: &str,
     sig: i32,
 ) -> std::process::Output {
     let child = env.spawn(td, &[]);
-    env.task_cgroup_file(Some(container), "cgroup.procs");
-    // Let the shell install its trap.
-    std::thread::sleep(Duration::from_millis(300));
+    let procs = env.task_cgroup_file(Some(container), "cgroup.procs");
+    // The container's first process runs `program`, and a shell has installed its SIGTERM
+    // trap (bit 15 of SigCgt).
+    wait_for(Duration::from_secs(60), || {
+        let text = std::fs::read_to_string(&procs).ok()?;
+        let pid = text.lines().next()?.trim().to_string();
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let caught = hex(&status_field(&status, "SigCgt"));
+        let trapped = caught & (1 << (libc::SIGTERM - 1)) != 0;
+        (comm.trim() == program && (program != "sh" || trapped)).then_some(())
+    })
+    .expect("the container's program runs");
     unsafe { libc::kill(child.id() as i32, sig) };
     wait_output(child, Duration::from_secs(60))
 }
@@ -200,7 +211,7 @@ fn sigint_and_sigterm_stop_the_task_gracefully_then_by_force() {
         ),
     );
     for sig in [libc::SIGINT, libc::SIGTERM] {
-        let out = signal_when_started(&env, &graceful, "graceful", sig);
+        let out = signal_when_started(&env, &graceful, "graceful", "sh", sig);
         assert_eq!(out.status.code(), Some(7), "stderr: {}", stderr(&out));
         assert_eq!(stdout(&out), "got TERM\n");
     }
@@ -209,7 +220,7 @@ fn sigint_and_sigterm_stop_the_task_gracefully_then_by_force() {
         "stubborn",
         &one("stubborn", r#","stopTimeout":1"#, r#"["sleep","60"]"#),
     );
-    let out = signal_when_started(&env, &stubborn, "stubborn", libc::SIGTERM);
+    let out = signal_when_started(&env, &stubborn, "stubborn", "sleep", libc::SIGTERM);
     assert_eq!(out.status.code(), Some(137), "stderr: {}", stderr(&out));
     assert!(!stderr(&out).contains("OutOfMemoryError"));
     assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
