@@ -371,14 +371,22 @@ fn twenty_runs_in_a_row_leave_nothing_behind() {
         .lines()
         .count();
     assert_eq!(mounts_before, mounts_after);
-    // Only the shared image store remains.
+    // Only the shared image store remains, and the empty directory the binary's read-only
+    // view is layered over.
     let mut top: Vec<String> = std::fs::read_dir(&env.state)
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     top.sort();
-    assert_eq!(top, ["images", "layers", "locks", "refs", "tasks", "tmp"]);
+    assert_eq!(
+        top,
+        ["empty", "images", "layers", "locks", "refs", "tasks", "tmp"]
+    );
+    assert_eq!(
+        std::fs::read_dir(env.state.join("empty")).unwrap().count(),
+        0
+    );
 }
 
 #[test]

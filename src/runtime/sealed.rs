@@ -7,6 +7,10 @@
 //! lower layers. Such a superblock is read-only for everyone (a privileged container that
 //! clones the mount and clears its read-only flag still gets EROFS), it costs a few
 //! system calls, and its pages are the host binary's own page cache, shared by every shim.
+//! Overlayfs wants a second lower layer when there is no upper one: an empty directory skiff
+//! keeps for that (kernels before 6.15 refuse a detached mount, such as a fresh tmpfs, as a
+//! layer, and log "failed to clone lowerpath"); a detached tmpfs when that directory cannot
+//! serve (it lies inside the binary's directory, say).
 //! Fallback (no overlayfs, no new mount API, not allowed to mount): a sealed memfd copy, as
 //! runc did first; it costs a copy of the binary per task, in time and in memory.
 
@@ -15,11 +19,20 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::linux::fs::MetadataExt;
+use std::path::Path;
 
 /// A file of the running skiff binary that cannot be written (close-on-exec; exec it through
 /// `/proc/self/fd/N`, which the kernel opens before closing the fd).
-pub fn sealed_self() -> io::Result<File> {
-    overlay_self().or_else(|_| memfd_self())
+/// `empty_dir` is a directory skiff keeps empty (made if missing).
+pub fn sealed_self(empty_dir: &Path) -> io::Result<File> {
+    let on_disk = || {
+        std::fs::create_dir_all(empty_dir)?;
+        let fd: OwnedFd = File::open(empty_dir)?.into();
+        overlay_self(fd)
+    };
+    on_disk()
+        .or_else(|_| overlay_self(detached_mount(c"tmpfs", &[("size", "4k")])?))
+        .or_else(|_| memfd_self())
 }
 
 fn check(r: libc::c_long) -> io::Result<libc::c_long> {
@@ -80,20 +93,19 @@ fn detached_mount(fstype: &std::ffi::CStr, options: &[(&str, &str)]) -> io::Resu
 }
 
 /// The binary through a detached overlay mount with no upper layer: the binary's own
-/// directory over an empty tmpfs (overlayfs wants two lower layers when there is no upper
-/// one, and refuses the same directory twice).
-fn overlay_self() -> io::Result<File> {
+/// directory over `second`, an empty directory (overlayfs wants two lower layers when there
+/// is no upper one, and refuses the same directory twice).
+fn overlay_self(second: OwnedFd) -> io::Result<File> {
     let exe = std::fs::read_link("/proc/self/exe")?;
     let (Some(dir), Some(name)) = (exe.parent(), exe.file_name()) else {
         return Err(io::Error::other("no directory for /proc/self/exe"));
     };
     let own = std::fs::metadata("/proc/self/exe")?;
     let dir_fd: OwnedFd = File::open(dir)?.into();
-    let empty = detached_mount(c"tmpfs", &[("size", "4k")])?;
     let lower = format!(
         "/proc/self/fd/{}:/proc/self/fd/{}",
         dir_fd.as_raw_fd(),
-        empty.as_raw_fd()
+        second.as_raw_fd()
     );
     let mnt = detached_mount(c"overlay", &[("lowerdir", &lower), ("xino", "off")])?;
     let cname = CString::new(name.as_encoded_bytes())?;
@@ -155,7 +167,7 @@ fn memfd_self() -> io::Result<File> {
 #[cfg(test)]
 mod tests {
     use std::io::Write;
-    use std::os::fd::AsRawFd;
+    use std::os::fd::{AsRawFd, OwnedFd};
 
     fn unwritable(mut f: std::fs::File) {
         let exe = std::fs::read("/proc/self/exe").unwrap();
@@ -178,15 +190,28 @@ mod tests {
         unwritable(super::memfd_self().unwrap());
     }
 
+    fn read_only_view(f: std::fs::File) {
+        let p = format!("/proc/self/fd/{}", f.as_raw_fd());
+        let e = std::fs::OpenOptions::new().write(true).open(p).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
+        unwritable(f);
+    }
+
     #[test]
     fn the_overlay_view_is_the_binary_and_cannot_be_written() {
         if !nix::unistd::geteuid().is_root() {
             return;
         }
-        let f = super::overlay_self().unwrap();
-        let p = format!("/proc/self/fd/{}", f.as_raw_fd());
-        let e = std::fs::OpenOptions::new().write(true).open(p).unwrap_err();
-        assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
-        unwritable(f);
+        // Over an empty directory on disk: every kernel with the new mount API takes it.
+        let dir = std::env::temp_dir().join(format!("skiff-sealed-{}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap();
+        let fd: OwnedFd = std::fs::File::open(&dir).unwrap().into();
+        let view = super::overlay_self(fd);
+        std::fs::remove_dir(&dir).unwrap();
+        read_only_view(view.unwrap());
+        // sealed_self makes its directory and takes that path on this kernel too.
+        let f = super::sealed_self(&dir).unwrap();
+        std::fs::remove_dir(&dir).unwrap();
+        read_only_view(f);
     }
 }

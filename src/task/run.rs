@@ -507,7 +507,8 @@ async fn run_inner(
     } else {
         None
     };
-    let shim_pid = spawn_shim(&config_path, opts.attach.stdin, shim_out).await?;
+    let empty = opts.state_dir.join(SEALED_LOWER_DIR);
+    let shim_pid = spawn_shim(&config_path, &empty, opts.attach.stdin, shim_out).await?;
     crate::timing::mark("shim_ready");
     // The shim's state file exists now: the task is no longer "being created".
     let _ = std::fs::remove_file(task_dir.join(super::store::CREATING_FILE));
@@ -522,15 +523,20 @@ async fn run_inner(
     r
 }
 
+/// An empty directory in the state directory: the second lower layer of the read-only
+/// overlay the shim's binary is seen through (see [`crate::runtime::sealed`]).
+const SEALED_LOWER_DIR: &str = "empty";
+
 /// Starts the shim from a sealed copy of our binary and waits until it is ready (its socket
 /// listens); returns its pid.
 async fn spawn_shim(
     config_path: &Path,
+    empty_dir: &Path,
     stdin: bool,
     output: Option<std::fs::File>,
 ) -> Result<Pid, TaskError> {
     let shim_err = |what: &str, e: std::io::Error| TaskError::Shim(format!("{what}: {e}"));
-    let exe = sealed_self().map_err(|e| shim_err("sealed copy of /proc/self/exe", e))?;
+    let exe = sealed_self(empty_dir).map_err(|e| shim_err("sealed copy of /proc/self/exe", e))?;
     let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| TaskError::Shim(format!("pipe: {e}")))?;
     let w = ready_w.as_raw_fd();
