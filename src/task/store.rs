@@ -147,30 +147,31 @@ fn parse_new_dir_name(name: &str) -> Option<(&str, bool)> {
     Some((id, alive))
 }
 
-/// Directories under `tasks/` whose maker died between mkdir and rename.
-fn abandoned_new_dirs(state_dir: &Path) -> Vec<PathBuf> {
+/// The directories under `tasks/` still under their hidden name: path, task id, whether
+/// their maker is alive.
+fn new_dirs(state_dir: &Path) -> impl Iterator<Item = (PathBuf, String, bool)> {
     std::fs::read_dir(state_dir.join("tasks"))
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|e| {
-            parse_new_dir_name(&e.file_name().to_string_lossy()).is_some_and(|(_, alive)| !alive)
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let (id, alive) = parse_new_dir_name(&name)?;
+            Some((e.path(), id.to_string(), alive))
         })
-        .map(|e| e.path())
+}
+
+/// Directories under `tasks/` whose maker died between mkdir and rename.
+fn abandoned_new_dirs(state_dir: &Path) -> Vec<PathBuf> {
+    new_dirs(state_dir)
+        .filter(|(_, _, alive)| !alive)
+        .map(|(path, _, _)| path)
         .collect()
 }
 
 /// Whether task `id` has a directory, in place or still being made.
 pub fn task_dir_exists(state_dir: &Path, id: &str) -> bool {
-    let tasks = state_dir.join("tasks");
-    tasks.join(id).exists()
-        || std::fs::read_dir(&tasks)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|e| {
-                parse_new_dir_name(&e.file_name().to_string_lossy()).is_some_and(|(t, _)| t == id)
-            })
+    state_dir.join("tasks").join(id).exists() || new_dirs(state_dir).any(|(_, t, _)| t == id)
 }
 
 /// Creates a task's directory already holding `creating` for the calling process: made under
